@@ -1,0 +1,198 @@
+"""The on-disk feature data set: one folder, a manifest and one .npz file per modality.
+
+Layout of a data set folder::
+
+    manifest.json        name, classes, multi_label, and per modality: dim, split sizes, sha256
+    <modality>.npz       train.features, train.labels, val.features, ... test.labels
+
+Features are float32 ``(n, dim)``. Labels are int64 class ids ``(n,)`` for single-label data and
+uint8 multi-hot ``(n, C)`` for multi-label data. In memory, labels are always a float32 one-hot or
+multi-hot matrix, which is what the losses and the metrics consume. Modalities need not have
+equal sizes or paired rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from drcl.atomic import atomic_path, write_json
+from drcl.errors import DrclError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Split:
+    """Features ``(n, dim)`` float32 and labels ``(n, C)`` float32 one-hot or multi-hot."""
+
+    features: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass(frozen=True)
+class ModalityData:
+    """One modality's three splits."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def dim(self) -> int:
+        return int(self.train.features.shape[1])
+
+    def split(self, name: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+@dataclass(frozen=True)
+class ModalityInfo:
+    dim: int
+    sizes: dict[str, int]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a data set holds, readable without loading any features."""
+
+    name: str
+    classes: list[str]
+    multi_label: bool
+    modalities: dict[str, ModalityInfo] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "classes": self.classes,
+            "multi_label": self.multi_label,
+            "modalities": {
+                m: {"dim": i.dim, "sizes": i.sizes, "sha256": i.sha256}
+                for m, i in self.modalities.items()
+            },
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _encode_labels(labels: np.ndarray, multi_label: bool) -> np.ndarray:
+    if multi_label:
+        return (labels > 0).astype(np.uint8)
+    return labels.argmax(axis=1).astype(np.int64)
+
+
+def _decode_labels(stored: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    if stored.ndim == 1:
+        if stored.size and (stored.min() < 0 or stored.max() >= num_classes):
+            raise DrclError(f"{where}: class ids must lie in [0, {num_classes - 1}]")
+        onehot = np.zeros((stored.shape[0], num_classes), dtype=np.float32)
+        onehot[np.arange(stored.shape[0]), stored] = 1.0
+        return onehot
+    if stored.ndim == 2 and stored.shape[1] == num_classes:
+        return stored.astype(np.float32)
+    raise DrclError(f"{where}: labels of shape {stored.shape} do not match {num_classes} classes")
+
+
+def save_dataset(
+    path: str | Path,
+    *,
+    name: str,
+    classes: list[str],
+    multi_label: bool,
+    modalities: dict[str, ModalityData],
+) -> Manifest:
+    """Write a data set folder atomically and return its manifest."""
+    infos: dict[str, ModalityInfo] = {}
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        for mod_name, mod in modalities.items():
+            arrays: dict[str, np.ndarray] = {}
+            for split in SPLITS:
+                part = mod.split(split)
+                arrays[f"{split}.features"] = np.ascontiguousarray(part.features, np.float32)
+                arrays[f"{split}.labels"] = _encode_labels(part.labels, multi_label)
+            file = tmp / f"{mod_name}.npz"
+            with file.open("wb") as fh:
+                np.savez(fh, **arrays)
+            infos[mod_name] = ModalityInfo(
+                dim=mod.dim,
+                sizes={s: len(mod.split(s)) for s in SPLITS},
+                sha256=file_sha256(file),
+            )
+        manifest = Manifest(name=name, classes=list(classes), multi_label=multi_label,
+                            modalities=infos)
+        write_json(tmp / MANIFEST, manifest.to_dict())
+    return manifest
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read ``manifest.json`` of a data set folder."""
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise DrclError(f"{file}: no data set manifest here (run `drcl prepare` first)")
+    try:
+        raw = json.loads(file.read_text())
+        return Manifest(
+            name=raw["name"],
+            classes=list(raw["classes"]),
+            multi_label=bool(raw["multi_label"]),
+            modalities={
+                m: ModalityInfo(dim=int(i["dim"]), sizes={k: int(v) for k, v in i["sizes"].items()},
+                                sha256=str(i["sha256"]))
+                for m, i in raw["modalities"].items()
+            },
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DrclError(f"{file}: not a valid data set manifest ({exc!r})") from exc
+
+
+def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> ModalityData:
+    """Load one modality's splits, checking the file against the manifest's checksum."""
+    path = Path(path)
+    manifest = load_manifest(path)
+    if modality not in manifest.modalities:
+        raise DrclError(
+            f"{path / MANIFEST}: no modality {modality!r}; it has {sorted(manifest.modalities)}"
+        )
+    file = path / f"{modality}.npz"
+    if not file.is_file():
+        raise DrclError(f"{file}: file missing from the data set")
+    if verify and file_sha256(file) != manifest.modalities[modality].sha256:
+        raise DrclError(f"{file}: checksum differs from {MANIFEST}; the data set was modified")
+    with np.load(file, allow_pickle=False) as npz:
+        splits = {}
+        for split in SPLITS:
+            where = f"{file}:{split}.labels"
+            splits[split] = Split(
+                features=npz[f"{split}.features"].astype(np.float32, copy=False),
+                labels=_decode_labels(npz[f"{split}.labels"], manifest.num_classes, where),
+            )
+    return ModalityData(name=modality, **splits)
+
+
+def dataset_checksum(manifest: Manifest) -> str:
+    """One hash for the whole data set, from the per-modality file hashes."""
+    joined = "\n".join(f"{m}:{i.sha256}" for m, i in sorted(manifest.modalities.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()
