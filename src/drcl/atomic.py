@@ -42,3 +42,13 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def write_csv(target: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    """Write dict rows (same keys) as CSV with a header, atomically."""
+    import csv
+
+    with atomic_path(target) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)

@@ -37,16 +37,23 @@ class SplitRatios(_Strict):
 
 
 class DataParams(_Strict):
-    """Where the features come from (stage `prepare`)."""
+    """Where the features come from (stage `prepare`).
+
+    `modalities` picks which of the source's modalities to use (all when null); dvc.yaml's
+    per-modality training stages are generated from this list.
+    """
 
     source: Literal["uci_mfeat", "npz"] = "uci_mfeat"
     path: Path | None = None
+    modalities: list[str] | None = None
     split: SplitRatios = SplitRatios()
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DataParams:
         if self.source == "npz" and self.path is None:
             raise ValueError("data.path is required when data.source is 'npz'")
+        if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
+            raise ValueError("data.modalities: each modality may appear once")
         return self
 
 
@@ -113,7 +120,7 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _fits_the_data(self, info: ValidationInfo) -> Params:
         ctx = info.context or {}
-        modalities = ctx.get("modalities")
+        modalities = ctx.get("modalities") or self.data.modalities
         if modalities is not None:
             for name in self.train.lr_per_modality:
                 if name not in modalities:

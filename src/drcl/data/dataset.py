@@ -3,7 +3,8 @@
 Layout of a data set folder::
 
     manifest.json        name, classes, multi_label, and per modality: dim, split sizes, sha256
-    <modality>.npz       train.features, train.labels, val.features, ... test.labels
+    <modality>.npz       train.features, train.labels, val.features, ... test.labels,
+                         classes, multi_label (so one modality's file stands alone)
 
 Features are float32 ``(n, dim)``. Labels are int64 class ids ``(n,)`` for single-label data and
 uint8 multi-hot ``(n, C)`` for multi-label data. In memory, labels are always a float32 one-hot or
@@ -128,7 +129,10 @@ def save_dataset(
     with atomic_path(path) as tmp:
         tmp.mkdir()
         for mod_name, mod in modalities.items():
-            arrays: dict[str, np.ndarray] = {}
+            arrays: dict[str, np.ndarray] = {
+                "classes": np.asarray(list(classes), dtype=np.str_),
+                "multi_label": np.asarray(multi_label),
+            }
             for split in SPLITS:
                 part = mod.split(split)
                 arrays[f"{split}.features"] = np.ascontiguousarray(part.features, np.float32)
@@ -169,25 +173,35 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> ModalityData:
-    """Load one modality's splits, checking the file against the manifest's checksum."""
+    """Load one modality's splits from its own file.
+
+    With `verify`, the file is checked against the manifest's list and checksum; without it only
+    `<modality>.npz` is read, so a stage that trains one modality depends on that file alone.
+    """
     path = Path(path)
-    manifest = load_manifest(path)
-    if modality not in manifest.modalities:
-        raise DrclError(
-            f"{path / MANIFEST}: no modality {modality!r}; it has {sorted(manifest.modalities)}"
-        )
     file = path / f"{modality}.npz"
-    if not file.is_file():
-        raise DrclError(f"{file}: file missing from the data set")
-    if verify and file_sha256(file) != manifest.modalities[modality].sha256:
-        raise DrclError(f"{file}: checksum differs from {MANIFEST}; the data set was modified")
+    if verify:
+        manifest = load_manifest(path)
+        if modality not in manifest.modalities:
+            raise DrclError(
+                f"{path / MANIFEST}: no modality {modality!r}; it has {sorted(manifest.modalities)}"
+            )
+        if not file.is_file():
+            raise DrclError(f"{file}: file missing from the data set")
+        if file_sha256(file) != manifest.modalities[modality].sha256:
+            raise DrclError(f"{file}: checksum differs from {MANIFEST}; the data set was modified")
+    elif not file.is_file():
+        raise DrclError(f"{file}: no such modality file (run `drcl prepare` first)")
     with np.load(file, allow_pickle=False) as npz:
+        if "classes" not in npz.files:
+            raise DrclError(f"{file}: key 'classes' missing; found {sorted(npz.files)}")
+        num_classes = len(npz["classes"])
         splits = {}
         for split in SPLITS:
             where = f"{file}:{split}.labels"
             splits[split] = Split(
                 features=npz[f"{split}.features"].astype(np.float32, copy=False),
-                labels=_decode_labels(npz[f"{split}.labels"], manifest.num_classes, where),
+                labels=_decode_labels(npz[f"{split}.labels"], num_classes, where),
             )
     return ModalityData(name=modality, **splits)
 

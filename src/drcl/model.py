@@ -1,0 +1,107 @@
+"""The per-modality encoder: an MLP into the common space with unit-length outputs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from drcl.atomic import atomic_path
+from drcl.errors import DrclError
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything needed to rebuild an encoder from its weights."""
+
+    modality: str
+    input_dim: int
+    hidden_dim: int
+    common_dim: int
+
+
+class Encoder(nn.Module):
+    """Standardise -> Linear -> ReLU -> Linear -> ReLU -> Linear (no bias) -> L2-normalise.
+
+    The input statistics are buffers, so a saved encoder takes raw features.
+    """
+
+    def __init__(self, spec: EncoderSpec, *, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("input_mean", torch.zeros(spec.input_dim) if mean is None else mean)
+        self.register_buffer("input_std", torch.ones(spec.input_dim) if std is None else std)
+        self.net = nn.Sequential(
+            nn.Linear(spec.input_dim, spec.hidden_dim),
+            nn.ReLU(),
+            nn.Linear(spec.hidden_dim, spec.hidden_dim),
+            nn.ReLU(),
+            nn.Linear(spec.hidden_dim, spec.common_dim, bias=False),
+        )
+        bound = 1.0 / math.sqrt(spec.input_dim)
+        nn.init.uniform_(self.net[-1].weight, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net((x - self.input_mean) / self.input_std)
+        return nn.functional.normalize(z, dim=1)
+
+
+def input_statistics(features: np.ndarray, *, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and std of the training split (identity when standardising is off)."""
+    dim = features.shape[1]
+    if not standardize:
+        return torch.zeros(dim), torch.ones(dim)
+    x = torch.as_tensor(features, dtype=torch.float64)
+    mean = x.mean(dim=0)
+    std = x.std(dim=0, unbiased=False)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+@torch.no_grad()
+def embed(encoder: Encoder, features: np.ndarray | torch.Tensor, *, batch_size: int = 4096,
+          device: torch.device | None = None) -> torch.Tensor:
+    """Embed features in batches (bounded memory); returns unit rows on `device`."""
+    device = device or next(encoder.parameters()).device
+    encoder.eval()
+    x = torch.as_tensor(features, dtype=torch.float32)
+    out = [encoder(x[i:i + batch_size].to(device)) for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(out) if out else torch.empty(0, encoder.spec.common_dim, device=device)
+
+
+def save_encoder(encoder: Encoder, path: str | Path, **extra_metadata: str) -> None:
+    """Write weights and spec as safetensors, atomically."""
+    metadata = {k: str(v) for k, v in asdict(encoder.spec).items()} | extra_metadata
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def load_encoder(path: str | Path, *, device: torch.device | str = "cpu") -> Encoder:
+    """Rebuild an encoder from a safetensors file (no pickle: safe to load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DrclError(f"{path}: encoder weights not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        spec = EncoderSpec(modality=meta["modality"], input_dim=int(meta["input_dim"]),
+                           hidden_dim=int(meta["hidden_dim"]), common_dim=int(meta["common_dim"]))
+        encoder = Encoder(spec)
+        encoder.load_state_dict(load_file(str(path)))
+    except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as exc:
+        raise DrclError(f"{path}: not a valid encoder file ({exc})") from None
+    return encoder.to(device)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The spec and provenance stored beside an encoder's weights."""
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})

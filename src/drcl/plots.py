@@ -1,0 +1,60 @@
+"""Pictures people would rather look at than read: training curves and PR curves (PNG)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from drcl.atomic import atomic_path  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def training_curve_png(history: Sequence[Mapping[str, float]], path: str | Path, *,
+                       title: str, best_epoch: int) -> None:
+    """Training and validation loss per epoch, with the selected epoch marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (mixup)")
+    ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
+    ax.axvline(best_epoch, color="grey", linestyle=":", label=f"selected epoch {best_epoch}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
+
+
+def pr_curves_png(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                  path: str | Path, *, title: str) -> None:
+    """One panel per query modality, one line per database modality."""
+    by_query: dict[str, list[tuple[str, Sequence[float], Sequence[float]]]] = {}
+    for direction, (recall, precision) in curves.items():
+        query, database = direction.split("->")
+        by_query.setdefault(query, []).append((database, recall, precision))
+    cols = min(3, len(by_query)) or 1
+    rows = math.ceil(len(by_query) / cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(by_query):]:
+        ax.axis("off")
+    for ax, (query, lines) in zip(axes.flat, sorted(by_query.items()), strict=False):
+        for database, recall, precision in lines:
+            ax.plot(recall, precision, label=f"-> {database}")
+        ax.set_title(f"query: {query}")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    _save(fig, path)

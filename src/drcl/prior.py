@@ -1,0 +1,126 @@
+"""Stage 1, SPL (Selective Prior Learning): learn a candidate prior on every modality, keep the best.
+
+Every modality starts from the same random orthogonal W0; its encoder and its copy of W are
+trained together on the GCE label loss; the candidate's quality score is the mean softmax mass on
+the true classes over its training set. The baseline (`orthogonal`, as in SDML) uses W0 itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from drcl.batching import ordered_batches, progress, shuffled_batches, split_tensors
+from drcl.config import Params
+from drcl.data.dataset import ModalityData
+from drcl.errors import DrclError
+from drcl.losses import gce_q, generalized_cross_entropy
+from drcl.model import Encoder, EncoderSpec, input_statistics
+from drcl.runtime import seed_everything, stage_seed
+
+
+def orthogonal_init(common_dim: int, num_classes: int, *, seed: int) -> torch.Tensor:
+    """W0: the first C columns of a random d x d orthogonal matrix made from the seed."""
+    if common_dim < num_classes:
+        raise DrclError(f"model.common_dim: {common_dim} < number of classes {num_classes}")
+    gen = torch.Generator().manual_seed(seed)
+    gauss = torch.randn(common_dim, common_dim, generator=gen, dtype=torch.float64)
+    q, r = torch.linalg.qr(gauss)
+    q = q * torch.sign(torch.diagonal(r))
+    return q[:, :num_classes].float().contiguous()
+
+
+@torch.no_grad()
+def quality_score(encoder: Encoder, prior: torch.Tensor, features: torch.Tensor,
+                  labels: torch.Tensor, *, batch_size: int) -> float:
+    """S = mean_i sum_c y_ic softmax(f_i W)_c: how much probability lands on the true classes."""
+    encoder.eval()
+    total = 0.0
+    for rows in ordered_batches(features.shape[0], batch_size):
+        p = torch.softmax(encoder(features[rows]) @ prior, dim=1)
+        total += float((labels[rows] * p).sum())
+    return total / features.shape[0]
+
+
+@dataclass
+class Candidate:
+    """One modality's candidate prior and how it scored, epoch by epoch."""
+
+    modality: str
+    best_score: float
+    best_epoch: int
+    prior_best: torch.Tensor
+    prior_last: torch.Tensor
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def prior(self, snapshot: str) -> torch.Tensor:
+        return self.prior_best if snapshot == "best" else self.prior_last
+
+
+def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: Params,
+                    device: torch.device) -> Candidate:
+    """Train a fresh encoder and a trainable copy of W0 on J_L; score W after every epoch."""
+    gen = seed_everything(stage_seed(params.seed, "prior", data.name))
+    mean, std = input_statistics(data.train.features, standardize=params.model.standardize)
+    spec = EncoderSpec(modality=data.name, input_dim=data.dim,
+                       hidden_dim=params.model.hidden_dim, common_dim=params.model.common_dim)
+    encoder = Encoder(spec, mean=mean, std=std).to(device)
+    prior = torch.nn.Parameter(initial_prior.clone().to(device))
+    optimizer = torch.optim.Adam([*encoder.parameters(), prior], lr=params.prior.lr,
+                                 betas=(0.5, 0.999))
+    x, y = split_tensors(data.train, device)
+    batch = params.train.batch_size
+    best = Candidate(modality=data.name, best_score=-1.0, best_epoch=0,
+                     prior_best=prior.detach().clone(), prior_last=prior.detach().clone())
+    for epoch in progress(range(1, params.train.epochs + 1), desc=f"SPL {data.name}",
+                          total=params.train.epochs):
+        q = gce_q(epoch)
+        encoder.train()
+        loss_sum = 0.0
+        for idx in shuffled_batches(x.shape[0], batch, gen, device):
+            loss = generalized_cross_entropy(encoder(x[idx]) @ prior, y[idx], q)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * idx.numel()
+        score = quality_score(encoder, prior.detach(), x, y, batch_size=batch)
+        best.history.append({"epoch": epoch, "loss": loss_sum / x.shape[0], "score": score})
+        if score > best.best_score:
+            best.best_score, best.best_epoch = score, epoch
+            best.prior_best = prior.detach().clone()
+    best.prior_last = prior.detach().clone()
+    return best
+
+
+@dataclass(frozen=True)
+class PriorResult:
+    """The frozen prior W (d x C) and how it was chosen."""
+
+    prior: torch.Tensor
+    method: str
+    chosen: str | None
+    candidates: dict[str, Candidate]
+
+    def summary(self) -> dict:
+        return {
+            "method": self.method,
+            "chosen": self.chosen,
+            "scores": {m: c.best_score for m, c in self.candidates.items()},
+            "best_epoch": {m: c.best_epoch for m, c in self.candidates.items()},
+        }
+
+
+def select_prior(modalities: list[ModalityData], *, num_classes: int, params: Params,
+                 device: torch.device) -> PriorResult:
+    """SPL: the candidate W of the modality with the highest quality score (or W0 for the
+    orthogonal baseline)."""
+    w0 = orthogonal_init(params.model.common_dim, num_classes, seed=params.seed)
+    if params.prior.method == "orthogonal":
+        return PriorResult(prior=w0, method="orthogonal", chosen=None, candidates={})
+    if not modalities:
+        raise DrclError("prior: SPL needs at least one modality")
+    candidates = {m.name: learn_candidate(m, w0, params=params, device=device) for m in modalities}
+    winner = max(candidates.values(), key=lambda c: c.best_score)
+    return PriorResult(prior=winner.prior(params.prior.spl_snapshot).cpu(), method="spl",
+                       chosen=winner.modality, candidates=candidates)

@@ -1,0 +1,115 @@
+"""Stage 2, RSC (Reversible Semantic Consistency): train one modality's encoder against a frozen W.
+
+Labels are recast into the common space with W's pseudo-inverse (MRR), embeddings and labels are
+mixed within the batch (FA), and the epoch with the lowest validation loss (no mixup) is kept.
+Each modality trains alone: it needs only the prior and its own data.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from drcl.batching import ordered_batches, progress, shuffled_batches, split_tensors
+from drcl.config import Params
+from drcl.data.dataset import ModalityData
+from drcl.errors import DrclError
+from drcl.losses import gce_q, rsc_loss
+from drcl.model import Encoder, EncoderSpec, input_statistics
+from drcl.runtime import seed_everything, stage_seed
+
+
+def prior_pseudo_inverse(prior: torch.Tensor) -> torch.Tensor:
+    """W_pinv (C x d) with W_pinv W = I_C; computed once per training run."""
+    return torch.linalg.pinv(prior.double()).float()
+
+
+def mix(embeddings: torch.Tensor, labels: torch.Tensor, *, weight: float,
+        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """FA: mix each row with a random partner of the batch; the mix is not re-normalised."""
+    partner = torch.randperm(embeddings.shape[0], generator=generator).to(embeddings.device)
+    return (weight * embeddings + (1 - weight) * embeddings[partner],
+            weight * labels + (1 - weight) * labels[partner])
+
+
+@dataclass
+class TrainResult:
+    """The selected encoder and the per-epoch record that chose it."""
+
+    encoder: Encoder
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
+                  device: torch.device) -> TrainResult:
+    """RSC training of `data.name`'s encoder towards the recast targets of the frozen prior."""
+    if prior.shape[1] != data.train.labels.shape[1]:
+        raise DrclError(f"prior: W has {prior.shape[1]} classes but modality {data.name!r} "
+                        f"has {data.train.labels.shape[1]}")
+    cfg = params.train
+    seed = stage_seed(params.seed, "train", data.name)
+    gen = seed_everything(seed)
+    mix_rng = np.random.default_rng(seed)
+    mean, std = input_statistics(data.train.features, standardize=params.model.standardize)
+    spec = EncoderSpec(modality=data.name, input_dim=data.dim,
+                       hidden_dim=params.model.hidden_dim, common_dim=prior.shape[0])
+    encoder = Encoder(spec, mean=mean, std=std).to(device)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.lr_for(data.name),
+                                 betas=(0.5, 0.999))
+    w = prior.to(device).float()
+    w_pinv = prior_pseudo_inverse(prior).to(device)
+    x, y = split_tensors(data.train, device)
+    xv, yv = split_tensors(data.val, device)
+    loss_args = dict(alpha=cfg.alpha, beta=cfg.beta, use_mrr=cfg.use_mrr,
+                     mse_reduction=cfg.mse_reduction)
+
+    result = TrainResult(encoder=encoder, best_epoch=0, best_val_loss=float("inf"))
+    best_state = None
+    for epoch in progress(range(1, cfg.epochs + 1), desc=f"RSC {data.name}", total=cfg.epochs):
+        q = gce_q(epoch)
+        encoder.train()
+        sums = {"loss": 0.0, "label": 0.0, "structure": 0.0, "mse": 0.0}
+        for idx in shuffled_batches(x.shape[0], cfg.batch_size, gen, device):
+            f, lab = encoder(x[idx]), y[idx]
+            if cfg.use_fa:
+                g = cfg.mixup.g if cfg.mixup.kind == "fixed" else float(
+                    mix_rng.beta(cfg.mixup.beta_a, cfg.mixup.beta_a))
+                f, lab = mix(f, lab, weight=g, generator=gen)
+            loss = rsc_loss(f, lab, w, w_pinv, q=q, **loss_args)
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            optimizer.step()
+            n = idx.numel()
+            sums["loss"] += float(loss.total.detach()) * n
+            sums["label"] += float(loss.label.detach()) * n
+            sums["structure"] += float(loss.structure.detach()) * n
+            sums["mse"] += float(loss.mse.detach()) * n
+        val_loss = validation_loss(encoder, xv, yv, w, w_pinv, q=q, batch_size=cfg.batch_size,
+                                   **loss_args)
+        record = {"epoch": epoch, "q": q, **{f"train_{k}": v / x.shape[0] for k, v in sums.items()},
+                  "val_loss": val_loss}
+        result.history.append(record)
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(encoder.state_dict())
+    if best_state is not None:
+        encoder.load_state_dict(best_state)
+    encoder.eval()
+    return result
+
+
+@torch.no_grad()
+def validation_loss(encoder: Encoder, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor,
+                    prior_pinv: torch.Tensor, *, q: float, batch_size: int, **loss_args) -> float:
+    """The training objective without mixup, averaged over validation batches (bounded memory)."""
+    encoder.eval()
+    total = 0.0
+    for rows in ordered_batches(x.shape[0], batch_size):
+        loss = rsc_loss(encoder(x[rows]), y[rows], prior, prior_pinv, q=q, **loss_args)
+        total += float(loss.total) * (rows.stop - rows.start)
+    return total / x.shape[0]

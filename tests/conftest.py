@@ -1,0 +1,43 @@
+"""Shared fixtures: small synthetic data sets in the project's format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drcl.config import parse_params
+from drcl.data.dataset import ModalityData, Split
+
+
+def make_modality(name: str, *, dim: int, sizes: tuple[int, int, int], classes: int,
+                  signal: float, seed: int) -> ModalityData:
+    """Class-dependent Gaussian features: `signal` sets how separable the classes are."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, dim))
+    parts = []
+    for n in sizes:
+        ids = np.arange(n) % classes
+        rng.shuffle(ids)
+        x = signal * centers[ids] + rng.normal(size=(n, dim))
+        parts.append(Split(features=x.astype(np.float32),
+                           labels=np.eye(classes, dtype=np.float32)[ids]))
+    return ModalityData(name=name, train=parts[0], val=parts[1], test=parts[2])
+
+
+@pytest.fixture
+def tiny_params():
+    """Small widths and few epochs: the whole method in a second or two."""
+    def build(**overrides):
+        raw = {
+            "seed": 0, "device": "cpu",
+            "model": {"hidden_dim": 32, "common_dim": 16},
+            "train": {"epochs": 5, "batch_size": 32, "lr": 1e-3},
+        }
+        for key, value in overrides.items():
+            node = raw
+            *path, last = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return parse_params(raw)
+    return build

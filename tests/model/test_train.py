@@ -1,0 +1,98 @@
+"""RSC training: mixup, model selection, small modalities, options, reproducibility."""
+
+import pytest
+import torch
+
+from conftest import make_modality
+from drcl.errors import DrclError
+from drcl.prior import orthogonal_init
+from drcl.train import mix, train_encoder
+
+CPU = torch.device("cpu")
+
+
+def _data(n_train=90, seed=0, classes=3):
+    return make_modality("img", dim=7, sizes=(n_train, 30, 30), classes=classes, signal=2.0,
+                         seed=seed)
+
+
+def test_mix_is_a_convex_combination_with_a_permuted_partner():
+    f = torch.arange(12.0).reshape(4, 3)
+    y = torch.eye(4)
+    gen = torch.Generator().manual_seed(0)
+    fm, ym = mix(f, y, weight=0.9, generator=gen)
+    partner = torch.randperm(4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(fm, 0.9 * f + 0.1 * f[partner])
+    assert torch.allclose(ym, 0.9 * y + 0.1 * y[partner])
+    assert torch.allclose(ym.sum(dim=1), torch.ones(4))
+
+
+def test_training_lowers_validation_loss_and_keeps_the_best_epoch(tiny_params):
+    result = train_encoder(_data(), orthogonal_init(16, 3, seed=0),
+                           params=tiny_params(**{"train.epochs": 8}), device=CPU)
+    history = result.history
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    best = min(history, key=lambda h: h["val_loss"])
+    assert result.best_epoch == best["epoch"]
+    assert result.best_val_loss == pytest.approx(best["val_loss"])
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_selected_weights_are_those_of_the_best_epoch(tiny_params):
+    data, w = _data(), orthogonal_init(16, 3, seed=0)
+    full = train_encoder(data, w, params=tiny_params(**{"train.epochs": 8, "train.lr": 1e-2}),
+                         device=CPU)
+    replay = train_encoder(data, w, params=tiny_params(**{"train.epochs": full.best_epoch,
+                                                          "train.lr": 1e-2}), device=CPU)
+    for a, b in zip(full.encoder.state_dict().values(), replay.encoder.state_dict().values(),
+                    strict=True):
+        assert torch.allclose(a, b)
+
+
+def test_modality_smaller_than_the_batch_still_trains(tiny_params):
+    data = _data(n_train=10)
+    params = tiny_params(**{"train.batch_size": 256, "train.epochs": 2})
+    w = orthogonal_init(16, 3, seed=0)
+    torch.manual_seed(123)
+    before = {k: v.clone() for k, v in train_encoder(
+        data, w, params=tiny_params(**{"train.batch_size": 256, "train.epochs": 1,
+                                       "train.lr": 1e-12}), device=CPU).encoder.state_dict().items()}
+    after = train_encoder(data, w, params=params, device=CPU).encoder.state_dict()
+    changed = [k for k in after if k.startswith("net") and not torch.allclose(before[k], after[k])]
+    assert changed, "no optimisation step was taken"
+
+
+def test_seeded_runs_are_reproducible(tiny_params):
+    data, w = _data(), orthogonal_init(16, 3, seed=0)
+    a = train_encoder(data, w, params=tiny_params(), device=CPU)
+    b = train_encoder(data, w, params=tiny_params(), device=CPU)
+    assert a.history == b.history
+    for x, y in zip(a.encoder.state_dict().values(), b.encoder.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    c = train_encoder(data, w, params=tiny_params(seed=1), device=CPU)
+    assert c.history != a.history
+
+
+@pytest.mark.parametrize("overrides", [
+    {"train.use_fa": False},
+    {"train.use_mrr": False},
+    {"train.mixup.kind": "beta", "train.mixup.beta_a": 0.5},
+    {"train.mse_reduction": "sum"},
+    {"train.lr_per_modality": {"img": 1e-2}},
+])
+def test_options_train_and_change_the_run(tiny_params, overrides):
+    data, w = _data(), orthogonal_init(16, 3, seed=0)
+    base = train_encoder(data, w, params=tiny_params(), device=CPU)
+    other = train_encoder(data, w, params=tiny_params(**overrides), device=CPU)
+    assert other.history != base.history
+    if overrides.get("train.use_mrr") is False:
+        assert all(h["train_structure"] == 0 and h["train_mse"] == 0 for h in other.history)
+    if overrides.get("train.mse_reduction") == "sum":
+        # a per-sample sum over d is d times the element mean
+        ratio = other.history[0]["train_mse"] / base.history[0]["train_mse"]
+        assert 16 * 0.5 < ratio < 16 * 2
+
+
+def test_prior_with_other_classes_is_rejected(tiny_params):
+    with pytest.raises(DrclError, match="classes"):
+        train_encoder(_data(), orthogonal_init(16, 4, seed=0), params=tiny_params(), device=CPU)
