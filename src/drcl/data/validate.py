@@ -1,0 +1,112 @@
+"""Checks on imported data before anything is written, each failing with one line that says where.
+
+Bad values are reported, never repaired: a NaN silently replaced would change the results without
+anyone knowing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from drcl.data.dataset import SPLITS, ModalityData
+from drcl.data.labels import label_layout
+from drcl.data.sources import UNSPLIT, ImportedDataset, RawPart
+from drcl.errors import DrclError
+
+MODALITY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def check_imported(data: ImportedDataset) -> None:
+    """Names, shapes, dtypes and finiteness of every part, and consistency within a modality."""
+    if not data.modalities:
+        raise DrclError(f"{data.name}: the source holds no modality")
+    for modality, parts in data.modalities.items():
+        _check_name(data.name, modality)
+        if set(parts) not in ({UNSPLIT}, set(SPLITS)):
+            raise DrclError(f"{data.name}: modality {modality!r} has parts {sorted(parts)}; "
+                            f"expected {', '.join(SPLITS)}")
+        for part in parts.values():
+            check_part(part)
+        _check_widths(modality, parts)
+    if data.paired:
+        _check_paired_rows(data)
+
+
+def check_part(part: RawPart) -> None:
+    """2-D finite numeric features, at least one row, and labels that describe those rows."""
+    features = part.features
+    if features.ndim != 2 or features.dtype.kind not in "biuf":
+        raise DrclError(f"{part.features_at}: features must be a 2-D numeric array, got "
+                        f"{features.dtype} of shape {features.shape}")
+    if features.shape[0] == 0:
+        raise DrclError(f"{part.features_at}: no rows; every split needs at least one item")
+    _check_finite(features.astype(np.float32, copy=False), part.features_at, "features")
+    labels = part.labels
+    rows = features.shape[0]
+    layout = label_layout(labels.shape, rows)
+    if layout is None:
+        length = labels.shape[0] if labels.ndim == 2 and labels.shape[0] != 1 else labels.size
+        if labels.ndim in (1, 2) and length != rows:
+            raise DrclError(f"{part.labels_at}: {length} labels for {rows} feature rows "
+                            f"in {part.features_at}")
+        raise DrclError(f"{part.labels_at}: labels of shape {labels.shape} are neither class ids "
+                        f"(n,), (n, 1), (1, n) nor a 0/1 matrix (n, C) for n = {rows}")
+    if labels.dtype.kind not in "biuf":
+        raise DrclError(f"{part.labels_at}: labels must be numeric, got {labels.dtype}")
+    _check_finite(labels, part.labels_at, "labels")
+
+
+def check_splits(modalities: Mapping[str, ModalityData]) -> None:
+    """After splitting: no split is empty (a source too small for its fractions)."""
+    for modality, data in modalities.items():
+        for split in SPLITS:
+            if len(data.split(split)) == 0:
+                raise DrclError(f"modality {modality!r}: the {split} split is empty; the source "
+                                "has too few items for the split fractions")
+
+
+def check_paired_labels(modalities: Mapping[str, np.ndarray], *, where: Mapping[str, str]) -> None:
+    """Paired views describe the same items, so their labels must agree row by row."""
+    first, *others = modalities
+    for modality in others:
+        differ = np.flatnonzero((modalities[modality] != modalities[first]).any(axis=1))
+        if differ.size:
+            raise DrclError(f"{where[modality]}: labels differ from modality {first!r} in "
+                            f"{differ.size} rows (first row {differ[0]}); paired views must "
+                            "list the same items in the same order")
+
+
+def _check_name(dataset: str, modality: str) -> None:
+    # The name becomes a file name in the data set folder.
+    if not MODALITY_NAME.fullmatch(modality):
+        raise DrclError(f"{dataset}: modality name {modality!r} must use only letters, digits, "
+                        "'_' and '-'")
+
+
+def _check_finite(values: np.ndarray, where: str, what: str) -> None:
+    if values.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        place = f"row {first[0]}, column {first[1]}" if len(first) == 2 else f"index {first[0]}"
+        raise DrclError(f"{where}: {int(bad.sum())} NaN or infinite {what} value(s) as float32 "
+                        f"(first at {place}); {what} must be finite")
+
+
+def _check_widths(modality: str, parts: Mapping[str, RawPart]) -> None:
+    widths = {split: part.features.shape[1] for split, part in parts.items()}
+    if len(set(widths.values())) > 1:
+        detail = ", ".join(f"{s} {w}" for s, w in widths.items())
+        raise DrclError(f"modality {modality!r}: feature width differs between splits ({detail})")
+
+
+def _check_paired_rows(data: ImportedDataset) -> None:
+    rows = {m: parts[UNSPLIT].features.shape[0] for m, parts in data.modalities.items()
+            if UNSPLIT in parts}
+    if len(set(rows.values())) > 1:
+        detail = ", ".join(f"{m} {n}" for m, n in rows.items())
+        raise DrclError(f"{data.name}: paired modalities have different numbers of rows ({detail})")

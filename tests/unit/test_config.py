@@ -1,0 +1,72 @@
+"""params.yaml schema: defaults, and every kind of bad value rejected with the key's name."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drcl.config import Params, load_params, parse_params
+from drcl.errors import DrclError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_project_params_file_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "uci_mfeat"
+    assert params.data.modalities == ["fou", "fac", "kar", "pix", "zer", "mor"]
+    assert params.prior.method == "spl" and params.prior.spl_snapshot == "best"
+
+
+def test_defaults_follow_the_method():
+    p = Params()
+    assert (p.train.alpha, p.train.beta, p.train.mixup.g) == (0.1, 0.1, 0.9)
+    assert p.train.mse_reduction == "mean" and p.train.use_fa and p.train.use_mrr
+    assert p.prior.lr == 5e-4
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ({"trian": {}}, "trian: unknown key"),
+    ({"train": {"lr": -1e-3}}, "train.lr"),
+    ({"train": {"lr": "fast"}}, "train.lr"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"mixup": {"kind": "cutmix"}}}, "train.mixup.kind"),
+    ({"train": {"mixup": {"g": 1.5}}}, "train.mixup.g"),
+    ({"train": {"lr_per_modality": {"img": -1}}}, "train.lr_per_modality.img"),
+    ({"prior": {"method": "random"}}, "prior.method"),
+    ({"prior": {"spl_snapshot": "first"}}, "prior.spl_snapshot"),
+    ({"model": {"common_dim": 0}}, "model.common_dim"),
+    ({"model": {"standardise": True}}, "model.standardise: unknown key"),
+    ({"device": "gpu"}, "device"),
+    ({"data": {"source": "npz"}}, "data.path is required"),
+    ({"data": {"split": {"train": 0.5, "val": 0.2, "test": 0.2}}}, "sum to 1"),
+    ({"data": {"modalities": ["a", "a"]}}, "data.modalities"),
+    ({"data": {"modalities": ["a"]}, "train": {"lr_per_modality": {"b": 1e-3}}},
+     "unknown modality 'b'"),
+])
+def test_bad_values_name_the_key(raw, key):
+    with pytest.raises(DrclError) as err:
+        parse_params(raw)
+    message = str(err.value)
+    assert key in message
+    assert "\n" not in message
+
+
+def test_checks_that_need_the_data():
+    with pytest.raises(DrclError, match="model.common_dim: 8 is smaller than the number of classes"):
+        parse_params({"model": {"common_dim": 8}}, num_classes=10)
+    with pytest.raises(DrclError, match="unknown modality 'zz'"):
+        parse_params({"train": {"lr_per_modality": {"zz": 1e-3}}}, modalities=["img", "txt"])
+    assert parse_params({"model": {"common_dim": 10}}, num_classes=10).model.common_dim == 10
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(DrclError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(DrclError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text(yaml.safe_dump({"train": {"batch_size": -5}}))
+    with pytest.raises(DrclError, match=rf"{bad.name}: train.batch_size"):
+        load_params(bad)
