@@ -39,8 +39,8 @@ def prepare_dataset(params: DataParams, *, seed: int, out_dir: str | Path,
         if UNSPLIT in parts:
             features = parts[UNSPLIT].features.astype(np.float32)
             mod_labels = labels[modality][UNSPLIT]
-            index = shared or stratified_split(label_strata(mod_labels), fractions=fractions,
-                                               seed=seed)
+            index = shared if shared is not None else stratified_split(
+                label_strata(mod_labels), fractions=fractions, seed=seed)
             splits = {s: Split(features[index[s]], mod_labels[index[s]]) for s in SPLITS}
         else:
             splits = {s: Split(parts[s].features.astype(np.float32), labels[modality][s])
