@@ -25,6 +25,12 @@ def make_modality(name: str, *, dim: int, sizes: tuple[int, int, int], classes: 
 
 
 @pytest.fixture
+def synthetic_modality():
+    """The factory above, as a fixture (test modules do not import conftest)."""
+    return make_modality
+
+
+@pytest.fixture
 def tiny_params():
     """Small widths and few epochs: the whole method in a second or two."""
     def build(**overrides):

@@ -62,7 +62,7 @@ def prepare(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command()
 def prior(params: ParamsOption = Path("params.yaml")) -> None:
-    """Stage 1: learn the class prior W (SPL) or take the orthogonal baseline; writes models/prior."""
+    """Stage 1: learn the class prior W (SPL), or take the orthogonal baseline."""
     from drcl.stages import fit_prior, params_for_data
 
     def step() -> None:

@@ -36,7 +36,8 @@ def pairwise_theta(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def structure_consistency(targets: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
     """J_D: embedding similarities match the targets'; target-to-embedding is symmetric."""
-    match = (pairwise_theta(targets, targets) - pairwise_theta(embeddings, embeddings)).pow(2).mean()
+    gap = pairwise_theta(targets, targets) - pairwise_theta(embeddings, embeddings)
+    match = gap.pow(2).mean()
     cross = pairwise_theta(targets, embeddings)
     symmetry = (cross - cross.T).pow(2).mean()
     return match + symmetry

@@ -53,7 +53,8 @@ class Encoder(nn.Module):
         return nn.functional.normalize(z, dim=1)
 
 
-def input_statistics(features: np.ndarray, *, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def input_statistics(features: np.ndarray, *,
+                     standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature mean and std of the training split (identity when standardising is off)."""
     dim = features.shape[1]
     if not standardize:

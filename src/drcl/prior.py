@@ -1,4 +1,4 @@
-"""Stage 1, SPL (Selective Prior Learning): learn a candidate prior on every modality, keep the best.
+"""Stage 1, SPL (Selective Prior Learning): a candidate prior per modality; the best is kept.
 
 Every modality starts from the same random orthogonal W0; its encoder and its copy of W are
 trained together on the GCE label loss; the candidate's quality score is the mean softmax mass on

@@ -1,4 +1,4 @@
-"""One function per pipeline step. The CLI, the DVC stages and the Kubeflow components call these."""
+"""One function per pipeline step: the CLI and the DVC stages are thin shells around these."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from conftest import make_modality
 from drcl.model import Encoder, EncoderSpec
 from drcl.prior import Candidate, learn_candidate, orthogonal_init, quality_score, select_prior
 
@@ -31,10 +30,10 @@ def test_quality_score_brute_force():
     assert quality_score(enc, w, x, y, batch_size=3) == pytest.approx(expected, rel=1e-5)
 
 
-def test_spl_picks_the_modality_with_the_best_score(tiny_params):
+def test_spl_picks_the_modality_with_the_best_score(tiny_params, synthetic_modality):
     params = tiny_params(**{"train.epochs": 8})
-    strong = make_modality("strong", dim=6, sizes=(60, 20, 20), classes=3, signal=4.0, seed=1)
-    noise = make_modality("noise", dim=6, sizes=(60, 20, 20), classes=3, signal=0.0, seed=2)
+    strong = synthetic_modality("strong", dim=6, sizes=(60, 20, 20), classes=3, signal=4.0, seed=1)
+    noise = synthetic_modality("noise", dim=6, sizes=(60, 20, 20), classes=3, signal=0.0, seed=2)
     result = select_prior([noise, strong], num_classes=3, params=params,
                           device=torch.device("cpu"))
     scores = result.summary()["scores"]
@@ -48,7 +47,7 @@ def test_spl_picks_the_modality_with_the_best_score(tiny_params):
     assert not torch.equal(result.prior, w0)
 
 
-def test_spl_choice_follows_the_scores(monkeypatch, tiny_params):
+def test_spl_choice_follows_the_scores(monkeypatch, tiny_params, synthetic_modality):
     """The choice is the argmax of S_k, whatever the modality order."""
     params = tiny_params()
     scores = {"a": 0.4, "b": 0.9, "c": 0.7}
@@ -58,7 +57,8 @@ def test_spl_choice_follows_the_scores(monkeypatch, tiny_params):
                          prior_best=w0 + scores[data.name], prior_last=w0 - 1)
 
     monkeypatch.setattr("drcl.prior.learn_candidate", fake_candidate)
-    mods = [make_modality(m, dim=3, sizes=(6, 3, 3), classes=3, signal=1, seed=0) for m in scores]
+    mods = [synthetic_modality(m, dim=3, sizes=(6, 3, 3), classes=3, signal=1, seed=0)
+            for m in scores]
     result = select_prior(mods, num_classes=3, params=params, device=torch.device("cpu"))
     assert result.chosen == "b"
     w0 = orthogonal_init(16, 3, seed=params.seed)
@@ -68,9 +68,9 @@ def test_spl_choice_follows_the_scores(monkeypatch, tiny_params):
     assert torch.equal(last.prior, w0 - 1)
 
 
-def test_snapshot_best_is_w_at_the_best_epoch(tiny_params):
+def test_snapshot_best_is_w_at_the_best_epoch(tiny_params, synthetic_modality):
     params = tiny_params(**{"train.epochs": 6, "prior.lr": 5e-2})
-    data = make_modality("m", dim=5, sizes=(40, 10, 10), classes=4, signal=1.0, seed=5)
+    data = synthetic_modality("m", dim=5, sizes=(40, 10, 10), classes=4, signal=1.0, seed=5)
     w0 = orthogonal_init(16, 4, seed=0)
     cand = learn_candidate(data, w0, params=params, device=torch.device("cpu"))
     best = max(cand.history, key=lambda h: h["score"])

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from conftest import make_modality
 from drcl.errors import DrclError
 from drcl.prior import orthogonal_init
 from drcl.train import mix, train_encoder
@@ -11,9 +10,9 @@ from drcl.train import mix, train_encoder
 CPU = torch.device("cpu")
 
 
-def _data(n_train=90, seed=0, classes=3):
-    return make_modality("img", dim=7, sizes=(n_train, 30, 30), classes=classes, signal=2.0,
-                         seed=seed)
+@pytest.fixture
+def data(synthetic_modality):
+    return synthetic_modality("img", dim=7, sizes=(90, 30, 30), classes=3, signal=2.0, seed=0)
 
 
 def test_mix_is_a_convex_combination_with_a_permuted_partner():
@@ -27,8 +26,8 @@ def test_mix_is_a_convex_combination_with_a_permuted_partner():
     assert torch.allclose(ym.sum(dim=1), torch.ones(4))
 
 
-def test_training_lowers_validation_loss_and_keeps_the_best_epoch(tiny_params):
-    result = train_encoder(_data(), orthogonal_init(16, 3, seed=0),
+def test_training_lowers_validation_loss_and_keeps_the_best_epoch(tiny_params, data):
+    result = train_encoder(data, orthogonal_init(16, 3, seed=0),
                            params=tiny_params(**{"train.epochs": 8}), device=CPU)
     history = result.history
     assert [h["epoch"] for h in history] == list(range(1, 9))
@@ -38,8 +37,8 @@ def test_training_lowers_validation_loss_and_keeps_the_best_epoch(tiny_params):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
-def test_selected_weights_are_those_of_the_best_epoch(tiny_params):
-    data, w = _data(), orthogonal_init(16, 3, seed=0)
+def test_selected_weights_are_those_of_the_best_epoch(tiny_params, data):
+    w = orthogonal_init(16, 3, seed=0)
     full = train_encoder(data, w, params=tiny_params(**{"train.epochs": 8, "train.lr": 1e-2}),
                          device=CPU)
     replay = train_encoder(data, w, params=tiny_params(**{"train.epochs": full.best_epoch,
@@ -49,21 +48,20 @@ def test_selected_weights_are_those_of_the_best_epoch(tiny_params):
         assert torch.allclose(a, b)
 
 
-def test_modality_smaller_than_the_batch_still_trains(tiny_params):
-    data = _data(n_train=10)
+def test_modality_smaller_than_the_batch_still_trains(tiny_params, synthetic_modality):
+    data = synthetic_modality("img", dim=7, sizes=(10, 30, 30), classes=3, signal=2.0,
+                              seed=0)
     params = tiny_params(**{"train.batch_size": 256, "train.epochs": 2})
     w = orthogonal_init(16, 3, seed=0)
-    torch.manual_seed(123)
-    before = {k: v.clone() for k, v in train_encoder(
-        data, w, params=tiny_params(**{"train.batch_size": 256, "train.epochs": 1,
-                                       "train.lr": 1e-12}), device=CPU).encoder.state_dict().items()}
+    frozen = tiny_params(**{"train.batch_size": 256, "train.epochs": 1, "train.lr": 1e-12})
+    before = train_encoder(data, w, params=frozen, device=CPU).encoder.state_dict()
     after = train_encoder(data, w, params=params, device=CPU).encoder.state_dict()
     changed = [k for k in after if k.startswith("net") and not torch.allclose(before[k], after[k])]
     assert changed, "no optimisation step was taken"
 
 
-def test_seeded_runs_are_reproducible(tiny_params):
-    data, w = _data(), orthogonal_init(16, 3, seed=0)
+def test_seeded_runs_are_reproducible(tiny_params, data):
+    w = orthogonal_init(16, 3, seed=0)
     a = train_encoder(data, w, params=tiny_params(), device=CPU)
     b = train_encoder(data, w, params=tiny_params(), device=CPU)
     assert a.history == b.history
@@ -80,8 +78,8 @@ def test_seeded_runs_are_reproducible(tiny_params):
     {"train.mse_reduction": "sum"},
     {"train.lr_per_modality": {"img": 1e-2}},
 ])
-def test_options_train_and_change_the_run(tiny_params, overrides):
-    data, w = _data(), orthogonal_init(16, 3, seed=0)
+def test_options_train_and_change_the_run(tiny_params, data, overrides):
+    w = orthogonal_init(16, 3, seed=0)
     base = train_encoder(data, w, params=tiny_params(), device=CPU)
     other = train_encoder(data, w, params=tiny_params(**overrides), device=CPU)
     assert other.history != base.history
@@ -93,6 +91,6 @@ def test_options_train_and_change_the_run(tiny_params, overrides):
         assert 16 * 0.5 < ratio < 16 * 2
 
 
-def test_prior_with_other_classes_is_rejected(tiny_params):
+def test_prior_with_other_classes_is_rejected(tiny_params, data):
     with pytest.raises(DrclError, match="classes"):
-        train_encoder(_data(), orthogonal_init(16, 4, seed=0), params=tiny_params(), device=CPU)
+        train_encoder(data, orthogonal_init(16, 4, seed=0), params=tiny_params(), device=CPU)

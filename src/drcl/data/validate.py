@@ -24,18 +24,18 @@ def check_imported(data: ImportedDataset) -> None:
     if not data.modalities:
         raise DrclError(f"{data.name}: the source holds no modality")
     for modality, parts in data.modalities.items():
-        _check_name(data.name, modality)
+        _check_name(modality, parts)
         if set(parts) not in ({UNSPLIT}, set(SPLITS)):
             raise DrclError(f"{data.name}: modality {modality!r} has parts {sorted(parts)}; "
                             f"expected {', '.join(SPLITS)}")
         for part in parts.values():
-            check_part(part)
+            _check_part(part)
         _check_widths(modality, parts)
     if data.paired:
         _check_paired_rows(data)
 
 
-def check_part(part: RawPart) -> None:
+def _check_part(part: RawPart) -> None:
     """2-D finite numeric features, at least one row, and labels that describe those rows."""
     features = part.features
     if features.ndim != 2 or features.dtype.kind not in "biuf":
@@ -43,7 +43,9 @@ def check_part(part: RawPart) -> None:
                         f"{features.dtype} of shape {features.shape}")
     if features.shape[0] == 0:
         raise DrclError(f"{part.features_at}: no rows; every split needs at least one item")
-    _check_finite(features.astype(np.float32, copy=False), part.features_at, "features")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported
+        as_float32 = features.astype(np.float32, copy=False)
+    _check_finite(as_float32, part.features_at, "features must be finite float32 numbers")
     labels = part.labels
     rows = features.shape[0]
     layout = label_layout(labels.shape, rows)
@@ -56,7 +58,7 @@ def check_part(part: RawPart) -> None:
                         f"(n,), (n, 1), (1, n) nor a 0/1 matrix (n, C) for n = {rows}")
     if labels.dtype.kind not in "biuf":
         raise DrclError(f"{part.labels_at}: labels must be numeric, got {labels.dtype}")
-    _check_finite(labels, part.labels_at, "labels")
+    _check_finite(labels, part.labels_at, "labels must be finite")
 
 
 def check_splits(modalities: Mapping[str, ModalityData]) -> None:
@@ -79,29 +81,32 @@ def check_paired_labels(modalities: Mapping[str, np.ndarray], *, where: Mapping[
                             "list the same items in the same order")
 
 
-def _check_name(dataset: str, modality: str) -> None:
+def _check_name(modality: str, parts: Mapping[str, RawPart]) -> None:
     # The name becomes a file name in the data set folder.
     if not MODALITY_NAME.fullmatch(modality):
-        raise DrclError(f"{dataset}: modality name {modality!r} must use only letters, digits, "
+        where = next(iter(parts.values())).features_at
+        raise DrclError(f"{where}: modality name {modality!r} must use only letters, digits, "
                         "'_' and '-'")
 
 
-def _check_finite(values: np.ndarray, where: str, what: str) -> None:
+def _check_finite(values: np.ndarray, where: str, rule: str) -> None:
     if values.dtype.kind != "f":
         return
     bad = ~np.isfinite(values)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         place = f"row {first[0]}, column {first[1]}" if len(first) == 2 else f"index {first[0]}"
-        raise DrclError(f"{where}: {int(bad.sum())} NaN or infinite {what} value(s) as float32 "
-                        f"(first at {place}); {what} must be finite")
+        raise DrclError(f"{where}: {int(bad.sum())} NaN or infinite value(s) (first at {place}); "
+                        f"{rule}")
 
 
 def _check_widths(modality: str, parts: Mapping[str, RawPart]) -> None:
-    widths = {split: part.features.shape[1] for split, part in parts.items()}
-    if len(set(widths.values())) > 1:
-        detail = ", ".join(f"{s} {w}" for s, w in widths.items())
-        raise DrclError(f"modality {modality!r}: feature width differs between splits ({detail})")
+    first, *others = parts.values()
+    for part in others:
+        if part.features.shape[1] != first.features.shape[1]:
+            raise DrclError(f"{part.features_at}: {part.features.shape[1]} feature columns but "
+                            f"{first.features_at} has {first.features.shape[1]}; modality "
+                            f"{modality!r} needs one width in every split")
 
 
 def _check_paired_rows(data: ImportedDataset) -> None:
