@@ -1,0 +1,112 @@
+"""The whole method through the `drcl` CLI on a small unpaired three-modality data set."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from drcl.cli import app
+from tests.integration.project import write_params
+
+MODALITIES = ["image", "text", "audio"]
+
+
+def drcl(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def run_pipeline() -> None:
+    for step in (["prepare"], ["prior"], *(["train", "--modality", m] for m in MODALITIES),
+                 ["evaluate"]):
+        result = drcl(*step)
+        assert result.exit_code == 0, (step, result.output)
+
+
+def test_every_stage_writes_its_outputs(project):
+    run_pipeline()
+    assert (project / "data/prepared/manifest.json").is_file()
+    prior = json.loads((project / "metrics/prior.json").read_text())
+    assert prior["method"] == "spl" and prior["chosen"] in MODALITIES
+    assert set(prior["scores"]) == set(MODALITIES)
+    for m in MODALITIES:
+        assert (project / f"models/encoders/{m}.safetensors").is_file()
+        assert (project / f"plots/train/{m}.csv").read_text().startswith("epoch,q,train_loss")
+        assert (project / f"plots/images/train_{m}.png").stat().st_size > 1000
+        assert (project / f"plots/prior/{m}.csv").is_file()
+    report = json.loads((project / "metrics/eval.json").read_text())
+    directions = {f"{q}->{d}" for q in MODALITIES for d in MODALITIES if q != d}
+    for table in ("map_all", "map_at_50"):
+        assert set(report[table]) == directions | {"mean"}
+        values = [report[table][d] for d in directions]
+        assert all(0.0 <= v <= 1.0 for v in values)
+        assert report[table]["mean"] == pytest.approx(sum(values) / len(values))
+    # features carry the class, so retrieval is far better than chance (0.25)
+    assert report["map_all"]["mean"] > 0.5
+    assert len(list((project / "plots/pr").glob("*_to_*.csv"))) == 6
+    assert (project / "plots/images/pr_curves.png").is_file()
+
+
+def test_same_params_give_the_same_map(project):
+    run_pipeline()
+    first = (project / "metrics/eval.json").read_text()
+    run_pipeline()
+    assert (project / "metrics/eval.json").read_text() == first
+
+
+def test_orthogonal_prior_baseline(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    write_params(project, data=params["data"], prior={"method": "orthogonal"})
+    run_pipeline()
+    prior = json.loads((project / "metrics/prior.json").read_text())
+    assert prior == {"method": "orthogonal", "chosen": None, "scores": {}, "best_epoch": {}}
+
+
+def test_help_for_every_command():
+    for command in ("prepare", "prior", "train", "evaluate"):
+        result = drcl(command, "--help")
+        assert result.exit_code == 0 and "--params" in result.output
+
+
+@pytest.mark.parametrize(("setup", "args", "message"), [
+    (lambda p: (p / "params.yaml").write_text("train: {lr: -1}\n"), ["prepare"],
+     "params.yaml: train.lr: Input should be greater than 0"),
+    (lambda p: (p / "params.yaml").write_text("trian: {}\n"), ["prepare"],
+     "params.yaml: trian: unknown key"),
+    (lambda p: None, ["prior"], "data/prepared/manifest.json: no data set manifest"),
+    (lambda p: None, ["train", "--modality", "image"], "image.npz: no such modality file"),
+    (lambda p: (p / "features.npz").unlink(), ["prepare"], "features.npz"),
+])
+def test_bad_input_is_one_line_and_non_zero(project, setup, args, message):
+    setup(project)
+    result = drcl(*args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("drcl: error: ")
+
+
+def test_unknown_modality_and_missing_prior(project):
+    assert drcl("prepare").exit_code == 0
+    result = drcl("train", "--modality", "video")
+    assert result.exit_code == 1 and "video.npz" in result.stderr
+    result = drcl("train", "--modality", "image")
+    assert result.exit_code == 1 and "prior not found" in result.stderr
+
+
+def test_failed_stage_leaves_previous_outputs(project, monkeypatch):
+    run_pipeline()
+    encoder = project / "models/encoders/image.safetensors"
+    before = encoder.read_bytes()
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("drcl.train.rsc_loss", die)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    write_params(project, data=params["data"], train={"lr": 5e-3})
+    result = drcl("train", "--modality", "image")
+    assert result.exit_code == 130
+    assert encoder.read_bytes() == before
+    assert not [p for p in encoder.parent.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,64 @@
+"""`dvc repro` of the project's own dvc.yaml in a fresh git repository, on a slice of the
+default data set (three of its six modalities, small widths, few epochs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.integration.project import copy_pipeline, run, write_params
+
+pytestmark = pytest.mark.slow
+
+SLICE = ["fou", "kar", "mor"]
+
+
+@pytest.fixture
+def repo(tmp_path, uci_cache):
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        assert run(cmd, tmp_path).returncode == 0
+    copy_pipeline(tmp_path)
+    write_params(tmp_path, data={"source": "uci_mfeat", "modalities": SLICE})
+    return tmp_path
+
+
+def test_repro_runs_every_stage_then_is_a_no_op(repo, uci_cache):
+    env = {"DRCL_CACHE_DIR": str(uci_cache)}
+    first = run(["dvc", "repro"], repo, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for stage in ("prepare", "prior", *(f"train@{m}" for m in SLICE), "evaluate"):
+        assert f"Running stage '{stage}'" in first.stdout
+    report = json.loads((repo / "metrics/eval.json").read_text())
+    assert len(report["map_all"]) == 1 + len(SLICE) * (len(SLICE) - 1)
+    assert report["map_all"]["mean"] > 0.3  # ten classes: chance is about 0.1
+
+    second = run(["dvc", "repro"], repo, env)
+    assert second.returncode == 0
+    assert "Running stage" not in second.stdout
+
+    metrics = run(["dvc", "metrics", "show", "--json"], repo, env)
+    assert metrics.returncode == 0 and "map_all" in metrics.stdout
+
+
+def test_changing_one_modalitys_data_retrains_it_alone(repo, uci_cache):
+    env = {"DRCL_CACHE_DIR": str(uci_cache)}
+    assert run(["dvc", "repro"], repo, env).returncode == 0
+    # replace one modality's prepared file by hand (as a new feature version would), then ask
+    # DVC what is stale: only that modality's training and the evaluation
+    assert run(["dvc", "unprotect", "data/prepared"], repo, env).returncode == 0
+    path = repo / "data/prepared/kar.npz"
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["train.features"] = arrays["train.features"] * 2
+    np.savez(path, **arrays)
+    status = run(["dvc", "status", "--json"], repo, env)
+    stale = set(json.loads(status.stdout))
+    assert {"train@kar", "prepare"} <= stale
+    assert "train@fou" not in stale and "train@mor" not in stale
+    third = run(["dvc", "repro", "train@kar", "train@fou", "train@mor", "--single-item"],
+                repo, env)
+    assert third.returncode == 0, third.stderr
+    assert "Running stage 'train@kar'" in third.stdout
+    assert "Running stage 'train@fou'" not in third.stdout
