@@ -47,3 +47,12 @@ def tiny_params():
             node[last] = value
         return parse_params(raw)
     return build
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on 127.0.0.1 for the session; stopped at the end."""
+    from tests.services import seaweedfs_s3
+
+    with seaweedfs_s3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
