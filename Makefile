@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -25,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests components pipelines
 
 clean:
 	rm -rf data/prepared models metrics plots

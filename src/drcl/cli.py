@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
 from drcl.errors import DrclError
+from drcl.kfp.cli import pipeline_app
 
 T = TypeVar("T")
 
@@ -20,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(pipeline_app, name="pipeline")
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", "-p", help="The params.yaml to read.", dir_okay=False)
@@ -42,6 +45,28 @@ def _layout():
     from drcl.layout import Layout
 
     return Layout()
+
+
+@app.command()
+def extract(params: ParamsOption = Path("params.yaml")) -> None:
+    """Embed the raw items listed in extract.manifest; writes data/extracted."""
+    from drcl.config import load_params
+    from drcl.extract.step import extract_dataset
+
+    def step() -> None:
+        p = load_params(params)
+        report = extract_dataset(p.extract, seed=p.seed, split=p.data.split, device=p.device)
+        if report.name is None:
+            typer.echo("extract: extract.manifest is null; nothing to extract")
+            return
+        sizes = ", ".join(f"{m} {report.dims[m]}-d {s['train']}/{s['val']}/{s['test']}"
+                          for m, s in report.sizes.items())
+        typer.echo(f"{report.name}: {sizes}; {report.embedded} embedded, {report.cached} from "
+                   f"the cache, {len(report.skipped)} bad item(s) skipped")
+        for bad in report.skipped:
+            typer.echo(f"skipped {bad.where} ({bad.modality} {bad.id!r}): {bad.reason}", err=True)
+
+    _run(step)
 
 
 @app.command()
@@ -104,5 +129,154 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
         report = evaluate_encoders(load_params(params), load_manifest(layout.data), layout)
         summary = {name: round(table["mean"], 4) for name, table in report.items()}
         typer.echo(json.dumps(summary))
+
+    _run(step)
+
+
+EXIT_CHALLENGER = 3
+"""`drcl promote` / `drcl add-modality`: 0 champion (or already), 3 challenger, 1 error."""
+
+ReportOption = Annotated[Path | None, typer.Option(
+    "--report", help="Also write the outcome as JSON to this file.", dir_okay=False)]
+
+
+def _promotion_exit(outcome) -> None:
+    typer.echo(outcome.describe())
+    if outcome.verdict == "challenger":
+        raise typer.Exit(code=EXIT_CHALLENGER)
+
+
+@app.command()
+def promote(
+    modality: Annotated[list[str] | None, typer.Option(
+        "--modality", "-m", help="Promote only this modality's encoder (trained against the "
+        "champions' prior) into the champion set; repeatable. Default: the whole pipeline.")
+    ] = None,
+    report: ReportOption = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Register the encoders; make them champion if they clear the MAP gate (params promotion).
+
+    Exit code 0: champion (or already champion); 3: kept as challenger; 1: error.
+    """
+    from drcl.config import load_params
+    from drcl.promotion import promote as promote_candidates
+
+    def step():
+        return promote_candidates(load_params(params), _layout(), modalities=modality or [],
+                                  report=report)
+
+    _promotion_exit(_run(step))
+
+
+@app.command("add-modality")
+def add_modality(
+    modality: Annotated[str, typer.Option("--modality", "-m", help="The new modality.")],
+    report: ReportOption = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Train a modality against the champions' prior and promote it alone (exit codes as promote).
+    """
+    from drcl.promotion import add_modality as add
+
+    _promotion_exit(_run(lambda: add(params, _layout(), modality=modality, report=report)))
+
+
+@app.command()
+def rollback(params: ParamsOption = Path("params.yaml")) -> None:
+    """Make the champion set the one it replaced (a second rollback undoes the first)."""
+    from drcl.config import load_params
+    from drcl.promotion import rollback as roll_back
+
+    def step() -> None:
+        was, now = roll_back(load_params(params))
+        typer.echo(f"champion: set v{now} (was v{was})")
+
+    _run(step)
+
+
+FeaturesKeyOption = Annotated[str, typer.Option(
+    "--key", help="The array to read from a .npz features file.")]
+
+
+@app.command()
+def index(
+    modality: Annotated[str, typer.Option("--modality", "-m", help="The database's modality.")],
+    features: Annotated[Path, typer.Option(help="Database features: .npy, or .npz (with ids).",
+                                           dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="The index file to write (.npz).", dir_okay=False)],
+    key: FeaturesKeyOption = "features",
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Embed a database once with the champion encoder, so searches need not re-embed it."""
+    from drcl.config import load_params
+    from drcl.search import build_index, read_features
+
+    def step() -> None:
+        built = build_index(load_params(params), modality=modality,
+                            features=read_features(features, key=key), out=out)
+        typer.echo(f"{out}: {len(built.ids)} {modality} items embedded by "
+                   f"{built.meta['model']} v{built.meta['version']}")
+
+    _run(step)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def search(
+    query_modality: Annotated[str, typer.Option("--query-modality", "-q",
+                                                help="The queries' modality.")],
+    queries: Annotated[Path, typer.Option(
+        help="Query features: .npy, or .npz (with ids); with --raw, a text file (one item a "
+        "line) or a folder of images.")],
+    database: Annotated[Path, typer.Option(help="An index from `drcl index`, or features.",
+                                           dir_okay=False)],
+    database_modality: Annotated[str | None, typer.Option(
+        "--database-modality", "-d", help="The database's modality (read from an index).")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Matches per query.")] = 10,
+    output: Annotated[OutputFormat, typer.Option("--format", help="table or json.")
+                      ] = OutputFormat.table,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="The queries are raw items for the extractor the champion encoder "
+        "expects (recorded in the registry).")] = False,
+    key: FeaturesKeyOption = "features",
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Top k database items for each query, by the champion encoders (models:/NAME@champion)."""
+    from drcl.config import load_params
+    from drcl.search import search as run_search
+
+    def step() -> None:
+        result = run_search(load_params(params), query_modality=query_modality, queries=queries,
+                            database=database, database_modality=database_modality, key=key,
+                            k=top_k, raw=raw)
+        typer.echo(result.to_json() if output is OutputFormat.json else result.to_table())
+
+    _run(step)
+
+
+storage_app = typer.Typer(help="The S3 bucket behind the DVC remote.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("check")
+def storage_check(
+    bucket: Annotated[str, typer.Option(help="Bucket name, or the remote's s3://bucket/prefix.")],
+    create: Annotated[bool, typer.Option(help="Create the bucket when it is missing.")] = False,
+    endpoint: Annotated[str | None, typer.Option(
+        help="S3 endpoint URL; default $AWS_ENDPOINT_URL, else AWS.")] = None,
+) -> None:
+    """Check that the bucket answers with the credentials in the environment."""
+    from drcl.storage import check_bucket
+
+    def step() -> None:
+        status = check_bucket(bucket, create=create, endpoint_url=endpoint)
+        action = "created" if status.created else "reachable"
+        typer.echo(f"bucket {status.bucket!r} at {status.endpoint}: {action}, credentials accepted")
 
     _run(step)

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from drcl.errors import DrclError
 
@@ -43,15 +51,16 @@ class DataParams(_Strict):
     per-modality training stages are generated from this list.
     """
 
-    source: Literal["uci_mfeat", "npz"] = "uci_mfeat"
+    source: Literal["uci_mfeat", "npz", "extracted", "wikipedia_svcl", "wikipedia_deep",
+                    "nus_wide", "inria_websearch", "xmedianet", "xmedia"] = "uci_mfeat"
     path: Path | None = None
     modalities: list[str] | None = None
     split: SplitRatios = SplitRatios()
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DataParams:
-        if self.source == "npz" and self.path is None:
-            raise ValueError("data.path is required when data.source is 'npz'")
+        if self.source not in ("uci_mfeat", "extracted") and self.path is None:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
         if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
             raise ValueError("data.modalities: each modality may appear once")
         return self
@@ -106,6 +115,115 @@ class EvaluateParams(_Strict):
     query_chunk: Annotated[int, Field(ge=1)] = 1024
 
 
+class TrackingParams(_Strict):
+    """MLflow tracking of the stages that train or evaluate (off for quick local experiments).
+
+    The store is MLFLOW_TRACKING_URI when set, else `mlflow.db` (sqlite) in the working folder.
+    """
+
+    enabled: bool = True
+    experiment: Annotated[str, Field(min_length=1)] = "drcl"
+
+
+class RegistryParams(_Strict):
+    """The MLflow model registry: `<name>-encoder-<modality>` per encoder, `<name>-set` for sets."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "drcl"
+    lock_wait_s: Annotated[float, Field(ge=0)] = 120.0
+
+
+class PromotionParams(_Strict):
+    """The gate a candidate set must clear to become `champion` (MAP@all on the test split)."""
+
+    min_mean_map: Annotated[float, Field(ge=0, le=1)] = 0.5
+    min_direction_map: Annotated[float, Field(ge=0, le=1)] = 0.2
+    min_gain: Annotated[float, Field(ge=-1, le=1)] = 0.0
+
+
+ExtractorName = Literal["minilm", "efficientnet_lite0", "precomputed"]
+
+
+class ExtractParams(_Strict):
+    """Stage `extract`: raw items listed in a manifest become a feature data set.
+
+    With `manifest` null the stage has nothing to do, so the other sources pay nothing for it.
+    """
+
+    manifest: Path | None = None
+    manifest_format: Literal["auto", "csv", "jsonl", "wikipedia_svcl"] = "auto"
+    root: Path | None = None
+    name: str | None = None
+    classes: list[str] | None = None
+    extractors: dict[str, ExtractorName] = Field(
+        default_factory=lambda: {"image": "efficientnet_lite0", "text": "minilm"})
+    image_size: Annotated[int, Field(ge=32, le=1024)] = 192
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    on_error: Literal["fail", "skip"] = "fail"
+
+    @model_validator(mode="after")
+    def _unique_classes(self) -> ExtractParams:
+        if self.classes is not None and (not self.classes
+                                         or len(set(self.classes)) != len(self.classes)):
+            raise ValueError("extract.classes: class names must be non-empty and unique")
+        return self
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+_CREDENTIAL_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY")
+
+
+class GpuParams(_Strict):
+    """What each training task asks of its node (kfp accelerator type and limit)."""
+
+    accelerator: Annotated[str, Field(min_length=1)] = "nvidia.com/gpu"
+    limit: Annotated[int, Field(ge=1)] = 1
+
+
+class Toleration(_Strict):
+    """A Kubernetes toleration, so training pods may land on tainted GPU nodes."""
+
+    key: Annotated[str, Field(min_length=1)]
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class SecretRef(_Strict):
+    """A Kubernetes Secret whose keys become environment variables of the same names."""
+
+    name: Annotated[str, Field(min_length=1)]
+    keys: Annotated[list[EnvName], Field(min_length=1)]
+
+
+class KubeflowParams(_Strict):
+    """`drcl pipeline`: how the pipeline runs on a cluster; read when compiling and submitting.
+
+    Credentials never live here: tasks read them from the Kubernetes Secrets named in `secrets`.
+    """
+
+    host: str | None = None
+    namespace: Annotated[str, Field(min_length=1)] | None = None
+    experiment: Annotated[str, Field(min_length=1)] = "drcl"
+    pipeline: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] = "drcl"
+    image: Annotated[str, Field(pattern=r"^\S+$")] = "drcl:latest"
+    pipeline_root: str | None = None
+    parallelism: Annotated[int, Field(ge=1)] = 6
+    gpu: GpuParams = GpuParams()
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    secrets: list[SecretRef] = Field(default_factory=list)
+
+    @field_validator("env")
+    @classmethod
+    def _no_credentials_in_env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if any(word in name.upper() for word in _CREDENTIAL_WORDS):
+                raise ValueError(f"{name} looks like a credential; put it in a Kubernetes "
+                                 "Secret listed in kubeflow.secrets, never in params")
+        return env
+
+
 class Params(_Strict):
     """Everything in params.yaml."""
 
@@ -116,6 +234,11 @@ class Params(_Strict):
     prior: PriorParams = PriorParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    tracking: TrackingParams = TrackingParams()
+    registry: RegistryParams = RegistryParams()
+    promotion: PromotionParams = PromotionParams()
+    extract: ExtractParams = ExtractParams()
+    kubeflow: KubeflowParams = KubeflowParams()
 
     @model_validator(mode="after")
     def _fits_the_data(self, info: ValidationInfo) -> Params:

@@ -12,6 +12,7 @@ mean, as the DRCL authors' evaluation does; on single-label data they score 0 an
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,3 +161,26 @@ def mean_average_precision(query: ArrayLike, query_labels: ArrayLike, database: 
     return evaluate_direction(query, query_labels, database, database_labels, k=cutoff,
                               multi_label=multi_label, points=1, query_chunk=query_chunk,
                               max_block_elements=max_block_elements, device=device).map_at_k
+
+
+def direction_report(embeddings: Mapping[str, ArrayLike], labels: Mapping[str, ArrayLike], *,
+                     k: int, multi_label: bool, query_chunk: int = 1024,
+                     device: torch.device | str | None = None,
+                     directions: Iterable[tuple[str, str]] | None = None,
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, DirectionMetrics]]:
+    """MAP@all and MAP@k per direction 'q->d' (every ordered pair by default), the mean first.
+
+    The one table that evaluation and promotion both read, so their figures always agree.
+    """
+    if directions is None:
+        directions = [(q, d) for q in embeddings for d in embeddings if q != d]
+    results = {f"{q}->{d}": evaluate_direction(embeddings[q], labels[q], embeddings[d], labels[d],
+                                               k=k, multi_label=multi_label,
+                                               query_chunk=query_chunk, device=device)
+               for q, d in directions}
+    tables: dict[str, dict[str, float]] = {}
+    for name, value in (("map_all", lambda r: r.map_all), (f"map_at_{k}", lambda r: r.map_at_k)):
+        values = {direction: value(res) for direction, res in results.items()}
+        mean = sum(values.values()) / len(values) if values else 0.0
+        tables[name] = {"mean": mean, **values}
+    return tables, results

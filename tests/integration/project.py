@@ -16,6 +16,7 @@ FAST = {
     "seed": 0, "device": "cpu",
     "model": {"hidden_dim": 32, "common_dim": 16},
     "train": {"epochs": 8, "batch_size": 32, "lr": 3e-3},
+    "tracking": {"enabled": False},  # the tracking tests switch it on
 }
 
 
@@ -56,4 +57,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None):
 
 
 def copy_pipeline(dest: Path) -> None:
+    """The project's dvc.yaml and the library code its stages depend on."""
     shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
+    shutil.copytree(ROOT / "src" / "drcl", dest / "src" / "drcl",
+                    ignore=shutil.ignore_patterns("__pycache__"))

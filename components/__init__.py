@@ -1,0 +1,44 @@
+"""Kubeflow components, one per DRCL step.
+
+Each component is a thin shell around the library function that the matching `drcl` command and
+DVC stage call; the names follow dvc.yaml's stages. The functions are plain Python here and become
+components in `build`, so the one image setting (params.yaml `kubeflow.image`) reaches them all.
+Platform settings (GPU, node selector, tolerations, secrets) are applied in pipelines/.
+"""
+
+from dataclasses import dataclass
+
+from kfp import dsl
+from kfp.dsl.python_component import PythonComponent
+
+from components.evaluate import evaluate
+from components.extract import extract
+from components.finish import finish
+from components.prepare import prepare
+from components.prior import prior
+from components.promote import promote
+from components.train import train
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The DRCL steps as kfp components, all running in one image."""
+
+    extract: PythonComponent
+    prepare: PythonComponent
+    prior: PythonComponent
+    train: PythonComponent
+    evaluate: PythonComponent
+    promote: PythonComponent
+    finish: PythonComponent
+
+
+def build(image: str) -> Steps:
+    """Every step as a component in ``image``, which already holds drcl and kfp (no installs)."""
+
+    def component(func) -> PythonComponent:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    return Steps(extract=component(extract), prepare=component(prepare),
+                 prior=component(prior), train=component(train), evaluate=component(evaluate),
+                 promote=component(promote), finish=component(finish))

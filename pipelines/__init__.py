@@ -1,0 +1,1 @@
+"""Kubeflow pipeline definitions: wiring and platform settings only."""

@@ -1,0 +1,149 @@
+"""How a Kubeflow task maps its artifacts onto the paths drcl's stages read and write.
+
+Every DRCL output artifact is a folder laid out like the DVC workspace (drcl.layout) plus the
+params.yaml it was made with, so a stage function runs unchanged inside a task: it writes under
+its own output artifact and reads the upstream artifacts where kfp placed them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drcl.atomic import write_text
+from drcl.config import Params, load_params, parse_params
+from drcl.errors import DrclError
+from drcl.kfp.tracking import join_pipeline_run
+from drcl.layout import Layout
+
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class TaskLayout(Layout):
+    """A Layout rooted at the task's output artifact whose inputs point at upstream artifacts."""
+
+    data_dir: Path | None = None
+    prior_file: Path | None = None
+    encoder_files: Mapping[str, Path] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        return self.data_dir if self.data_dir is not None else super().data
+
+    @property
+    def prior(self) -> Path:
+        return self.prior_file if self.prior_file is not None else super().prior
+
+    def encoder(self, modality: str) -> Path:
+        return self.encoder_files.get(modality) or super().encoder(modality)
+
+
+def task_layout(output: str | Path, *, dataset: str | Path | None = None,
+                prior: str | Path | None = None, encoders: Sequence[str | Path] = ()) -> TaskLayout:
+    """The layout of a task writing into ``output``; the other arguments are input artifacts."""
+    return TaskLayout(
+        root=Path(output),
+        data_dir=Layout(Path(dataset)).data if dataset is not None else None,
+        prior_file=Layout(Path(prior)).prior if prior is not None else None,
+        encoder_files=_encoder_files(encoders),
+    )
+
+
+def _encoder_files(roots: Sequence[str | Path]) -> dict[str, Path]:
+    """The encoders in these artifacts (a training task's holds one), keyed by modality."""
+    files: dict[str, Path] = {}
+    for root in roots:
+        folder = Layout(Path(root)).encoder("any").parent  # models/encoders
+        found = sorted(folder.glob("*.safetensors"))
+        if not found:
+            raise DrclError(f"{root}: no encoder in this artifact")
+        for file in found:
+            if file.stem in files:
+                raise DrclError(f"{file}: a second encoder for modality {file.stem!r}")
+            files[file.stem] = file
+    return files
+
+
+def gather_encoders(roots: Sequence[str | Path], layout: Layout) -> list[str]:
+    """Copy the training tasks' encoders into ``layout``; return their modalities.
+
+    The evaluation artifact then holds the very set it measured, which promotion registers
+    (and kfp 2.17 cannot hand a collected list of artifacts into a dsl.If branch).
+    """
+    files = _encoder_files(roots)
+    for modality, file in files.items():
+        target = layout.encoder(modality)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, target)
+    return list(files)
+
+
+def extracted_dir(layout: Layout) -> Path:
+    """Where the extract task writes inside its artifact: where `drcl extract` writes."""
+    from drcl.extract import EXTRACTED_DIR
+
+    return layout.root / EXTRACTED_DIR
+
+
+def with_extracted(data: Mapping[str, Any], extracted: str | Path | None) -> dict[str, Any]:
+    """The data group, pointed at the extract task's artifact when there is one."""
+    if extracted is None:
+        return dict(data)
+    return {**data, "path": str(extracted_dir(Layout(Path(extracted))))}
+
+
+def save_params(layout: Layout, **groups: Any) -> Path:
+    """Validate the params groups a stage reads and save them in the task's output artifact.
+
+    The stage functions read this file like the CLI reads params.yaml, and the artifact keeps the
+    configuration it was made with (validated, so 1024.0 from a kfp struct is saved as 1024).
+    Groups not given take their defaults.
+    """
+    params = parse_params(groups, source="pipeline arguments")
+    resolved = params.model_dump(mode="json", include=set(groups))
+    path = layout.root / PARAMS_FILE
+    write_text(path, yaml.safe_dump(resolved, sort_keys=False))
+    return path
+
+
+def start_task(layout: Layout, *, kfp_run: str, **groups: Any) -> Path:
+    """Save the stage's params (see save_params) and join the Kubeflow run's MLflow parent run,
+    so the stage function then runs exactly as under `drcl` or `dvc repro`."""
+    path = save_params(layout, **groups)
+    join_pipeline_run(load_params(path), kfp_run)
+    return path
+
+
+def clears_gate(params: Params, report: Mapping[str, Mapping[str, float]]) -> bool:
+    """The promotion gate's absolute thresholds on MAP@all (drcl.promotion.decide without a
+    champion): the pipeline promotes only sets that pass them; promote judges the gain."""
+    from drcl.promotion import decide
+
+    candidate = {d: v for d, v in report["map_all"].items() if d != "mean"}
+    return decide(candidate, None, params.promotion, gain_required=False).promoted
+
+
+def flat_metrics(report: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The evaluation report as ``table.direction`` names, for kfp's Metrics artifact."""
+    return {f"{table}.{name}": float(value)
+            for table, values in report.items() for name, value in values.items()}
+
+
+def map_table(report: Mapping[str, Mapping[str, float]], modalities: Sequence[str]) -> str:
+    """A Markdown page with one query x database MAP matrix per table, for the Kubeflow UI."""
+    lines = ["# Cross-modal retrieval on the test split", ""]
+    for table, values in report.items():
+        lines += [f"## {table} (mean {values['mean']:.4f})", "",
+                  "| query \\ database | " + " | ".join(modalities) + " |",
+                  "|---|" + "---|" * len(modalities)]
+        for q in modalities:
+            cells = ["" if q == d else f"{values[f'{q}->{d}']:.4f}" for d in modalities]
+            lines.append(f"| {q} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""`drcl pipeline ...`: compile, run locally, submit and schedule the Kubeflow pipeline.
+
+Run from the project root: the pipeline is defined in pipelines/ and components/ beside
+params.yaml, whose values become the pipeline's defaults and each run's arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+pipeline_app = typer.Typer(
+    help="The DRCL pipeline on Kubeflow: compile, run locally, submit, schedule.",
+    no_args_is_help=True,
+)
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", "-p", help="The params.yaml to read.", dir_okay=False)
+]
+HostOption = Annotated[
+    str | None,
+    typer.Option("--host", help="Kubeflow Pipelines API endpoint (default: kubeflow.host)."),
+]
+
+
+def _run(step: Callable[[], None]) -> None:
+    """The CLI's one error edge, imported late: drcl.cli imports this module."""
+    from drcl.cli import _run as run_step
+
+    return run_step(step)
+
+
+@pipeline_app.command("compile")
+def compile_(
+    params: ParamsOption = Path("params.yaml"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the YAML.",
+                                         dir_okay=False)] = Path("build/drcl-pipeline.yaml"),
+) -> None:
+    """Write the pipeline YAML, its defaults taken from params.yaml."""
+    from drcl.config import load_params
+    from drcl.kfp.project import compile_pipeline
+
+    def step() -> None:
+        seconds = compile_pipeline(load_params(params), output)
+        typer.echo(f"{output}: {output.stat().st_size} bytes, compiled in {seconds:.2f} s")
+
+    _run(step)
+
+
+@pipeline_app.command()
+def run(
+    local: Annotated[bool, typer.Option("--local", help="Run every task on this machine "
+                                                        "(kfp SubprocessRunner).")] = False,
+    params: ParamsOption = Path("params.yaml"),
+    pipeline_root: Annotated[Path, typer.Option(
+        "--pipeline-root", help="Where local runs keep their artifacts.", file_okay=False,
+    )] = Path("build/kfp-local"),
+) -> None:
+    """Run the whole pipeline here; `drcl pipeline submit` sends a run to a cluster."""
+    import json
+
+    from drcl.config import load_params
+    from drcl.errors import DrclError
+    from drcl.kfp.local import run_local
+
+    def step() -> None:
+        if not local:
+            raise DrclError("--local: `drcl pipeline run` only runs on this machine; pass "
+                            "--local, or use `drcl pipeline submit` for a cluster")
+        evaluation = run_local(load_params(params), pipeline_root=pipeline_root)
+        report = json.loads((evaluation / "metrics" / "eval.json").read_text())
+        summary = {name: round(table["mean"], 4) for name, table in report.items()}
+        typer.echo(f"{json.dumps(summary)}; outputs in {evaluation}")
+
+    _run(step)
+
+
+@pipeline_app.command()
+def submit(
+    params: ParamsOption = Path("params.yaml"),
+    host: HostOption = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="Default: drcl-<UTC time>.")]
+    = None,
+) -> None:
+    """Upload the pipeline (a new version when it changed) and start one run."""
+    from drcl.config import load_params
+    from drcl.kfp.remote import connect, submit
+
+    def step() -> None:
+        p = load_params(params)
+        name = run_name or f"{p.kubeflow.pipeline}-{_utc_stamp()}"
+        run_id = submit(connect(p, host), p, run_name=name)
+        typer.echo(f"run {name!r} created: {run_id}")
+
+    _run(step)
+
+
+@pipeline_app.command()
+def schedule(
+    cron: Annotated[str, typer.Option("--cron", help="Six fields, seconds first, e.g. "
+                                                     "'0 0 3 * * *' (03:00 daily).")],
+    name: Annotated[str, typer.Option("--name", help="The recurring run's name.")]
+    = "drcl-scheduled",
+    params: ParamsOption = Path("params.yaml"),
+    host: HostOption = None,
+) -> None:
+    """Create one recurring run (one run at a time, no catch-up).
+
+    Lasting schedules belong in infra/schedules/, applied by `drcl pipeline reconcile`.
+    """
+    from pydantic import ValidationError
+
+    from drcl.config import load_params
+    from drcl.errors import DrclError
+    from drcl.kfp.remote import connect, schedule
+    from drcl.kfp.schedules import ScheduleSpec, check_cron
+
+    def step() -> None:
+        try:
+            spec = ScheduleSpec(name=name, cron=check_cron(cron))
+        except ValidationError:
+            raise DrclError(f"--name: {name!r} must be lower-case letters, digits and '-'") \
+                from None
+        p = load_params(params)
+        run_id = schedule(connect(p, host), p, spec)
+        typer.echo(f"recurring run {name!r} created ({spec.cron}): {run_id}")
+
+    _run(step)
+
+
+@pipeline_app.command()
+def reconcile(
+    schedules: Annotated[Path, typer.Option("--schedules", help="Folder of schedule files.",
+                                            file_okay=False)] = Path("infra/schedules"),
+    params: ParamsOption = Path("params.yaml"),
+    host: HostOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+) -> None:
+    """Make the cluster's recurring runs match the schedule files (create new, disable old)."""
+    from drcl.config import load_params
+    from drcl.kfp.remote import connect, reconcile
+    from drcl.kfp.schedules import load_schedules
+
+    def step() -> None:
+        specs = load_schedules(schedules)
+        p = load_params(params)
+        plan = reconcile(connect(p, host), p, specs, dry_run=dry_run)
+        for action in plan:
+            typer.echo(("would " if dry_run else "") + str(action))
+        if not plan:
+            typer.echo("no schedules declared and none to disable")
+
+    _run(step)
+
+
+def _utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,357 @@
+"""The MLflow model registry: encoders, sets of encoders, and the one alias that commits a set.
+
+With `registry.name` = NAME:
+
+- `NAME-encoder-<modality>` holds one version per distinct encoder file. A version stands alone:
+  its artifacts are the weights (`encoder.safetensors`, spec and prior checksum inside), the prior
+  W it was trained against (`prior.safetensors`) and `encoder.json`; its tags give the modality,
+  input width, expected feature extractor, prior and data checksums and MAP figures.
+- `NAME-set` holds one version per candidate set: the member encoder versions and the prior they
+  share (tags `drcl.members`, `drcl.prior_sha256`; `set.json` and `prior.safetensors` as
+  artifacts). A set is only ever built from encoders of one prior (`_check_one_prior`).
+- The alias `champion` of `NAME-set` is the single commit point: moving it is one write, so the
+  champions are always one consistent set. Everything else is derived from the champion and
+  repaired after every commit: `previous` (the version named by the champion's `drcl.replaces`
+  tag) and each encoder model's `champion` alias (for users who load one encoder alone).
+- Commits are serialised by a lock: the registered model `NAME-lock`, whose creation fails while
+  it exists. A holder that died leaves it behind; it expires after LEASE_S seconds.
+- MLflow keeps no alias history, so each commit appends an `event.<ms>` tag to `NAME-set`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from drcl.config import Params
+from drcl.errors import DrclError
+from drcl.model import Encoder, load_encoder, read_metadata
+from drcl.prior_io import load_prior, prior_checksum
+from drcl.tracking import connect, experiment_id, mlflow_errors, registry_uri
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+CHALLENGER = "challenger"
+LEASE_S = 300.0
+ENCODER_FILE = "encoder.safetensors"
+PRIOR_FILE = "prior.safetensors"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One encoder version in a set."""
+
+    modality: str
+    model: str
+    version: str
+
+
+@dataclass(frozen=True)
+class EncoderSet:
+    """A version of NAME-set: encoders of one prior, one per modality."""
+
+    version: str
+    prior_sha256: str
+    members: dict[str, Member]
+    replaces: str | None
+    tags: dict[str, str]
+
+    def same_members(self, members: Mapping[str, Member]) -> bool:
+        return dict(self.members) == dict(members)
+
+
+@dataclass(frozen=True)
+class LoadedMember:
+    """A set member downloaded into `folder` (weights and W) and loaded."""
+
+    member: Member
+    encoder: Encoder
+    folder: Path
+    extractor: str
+
+
+def _check_one_prior(prior_sha256: str, member_priors: Mapping[str, str]) -> None:
+    """The invariant the registry exists to keep: a set never mixes priors."""
+    odd = {m: p for m, p in member_priors.items() if p != prior_sha256}
+    if odd:
+        raise DrclError(f"registry: encoder(s) {', '.join(sorted(odd))} were trained against "
+                        f"another prior than {prior_sha256[:12]}; a set shares one prior")
+
+
+class Registry:
+    """The registry of one project (`registry.name`), on one MLflow client."""
+
+    def __init__(self, client: MlflowClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.set_model = f"{name}-set"
+        self.lock_model = f"{name}-lock"
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    @classmethod
+    def open(cls, params: Params, root: Path = Path(".")) -> Registry:
+        """Connect (a clear one-line error when the server cannot be reached)."""
+        return cls(connect(root), params.registry.name)
+
+    def encoder_model(self, modality: str) -> str:
+        return f"{self.name}-encoder-{modality}"
+
+    # reading
+
+    def _aliases(self, model: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return {a: str(v) for a, v in self.client.get_registered_model(model).aliases.items()}
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise
+
+    def read_set(self, version: str) -> EncoderSet:
+        with mlflow_errors(self.client, f"reading {self.set_model} v{version}"):
+            tags = dict(self.client.get_model_version(self.set_model, version).tags)
+        try:
+            members = {m: Member(m, v["model"], str(v["version"]))
+                       for m, v in json.loads(tags["drcl.members"]).items()}
+            prior = tags["drcl.prior_sha256"]
+        except (KeyError, TypeError, ValueError):
+            raise DrclError(f"registry: {self.set_model} v{version} is not a drcl set "
+                            "(tags drcl.members / drcl.prior_sha256 missing)") from None
+        return EncoderSet(version=str(version), prior_sha256=prior, members=members,
+                          replaces=tags.get("drcl.replaces") or None, tags=tags)
+
+    def champion(self) -> EncoderSet | None:
+        """The committed champion set, or None before the first promotion."""
+        with mlflow_errors(self.client, f"reading {self.set_model}@{CHAMPION}"):
+            version = self._aliases(self.set_model).get(CHAMPION)
+        return None if version is None else self.read_set(version)
+
+    def load_members(self, encoder_set: EncoderSet, dest: Path, *, device: torch.device,
+                     modalities: Iterable[str] | None = None) -> dict[str, LoadedMember]:
+        """Download and load a set's encoders, checking each one and its W against the set."""
+        wanted = list(encoder_set.members) if modalities is None else list(modalities)
+        missing = [m for m in wanted if m not in encoder_set.members]
+        if missing:
+            raise DrclError(f"registry: {self.set_model} v{encoder_set.version} has no encoder "
+                            f"for {', '.join(map(repr, missing))} (it has "
+                            f"{', '.join(encoder_set.members)})")
+        out = {}
+        for modality in wanted:
+            member = encoder_set.members[modality]
+            folder = self.download(member, dest / f"{member.model}-{member.version}")
+            encoder = load_encoder(folder / ENCODER_FILE, device=device)
+            stored = prior_checksum(load_prior(folder / PRIOR_FILE)[0])
+            claimed = read_metadata(folder / ENCODER_FILE).get("prior_sha256")
+            if {claimed, stored} != {encoder_set.prior_sha256}:
+                raise DrclError(f"registry: {member.model} v{member.version} does not carry the "
+                                f"set's prior {encoder_set.prior_sha256[:12]}")
+            with mlflow_errors(self.client, f"reading {member.model} v{member.version}"):
+                tags = self.client.get_model_version(member.model, member.version).tags
+            out[modality] = LoadedMember(member, encoder, folder,
+                                         tags.get("drcl.extractor", "precomputed"))
+        return out
+
+    def download(self, member: Member, dest: Path) -> Path:
+        """A member's artifacts (weights, prior, encoder.json) in `dest`; returns the folder."""
+        import mlflow
+
+        with mlflow_errors(self.client, f"downloading {member.model} v{member.version}"):
+            return Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{member.model}/{member.version}", dst_path=str(dest),
+                tracking_uri=self.client.tracking_uri,
+                registry_uri=registry_uri(self.client.tracking_uri)))
+
+    # writing
+
+    def _ensure_model(self, name: str, description: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name, description=description)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    def register_encoder(self, run_id: str, *, modality: str, encoder: Path, prior: Path,
+                         info: Mapping[str, object], tags: Mapping[str, str]) -> Member:
+        """A version for this encoder file, or the existing one with the same weights."""
+        model = self.encoder_model(modality)
+        sha = str(tags["drcl.weights_sha256"])
+        with mlflow_errors(self.client, f"registering {model}"):
+            self._ensure_model(model, f"DRCL encoder of modality {modality!r}")
+            same = self.client.search_model_versions(
+                f"name = '{model}' and tags.`drcl.weights_sha256` = '{sha}'")
+            if same:
+                return Member(modality, model, str(min(int(v.version) for v in same)))
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / modality
+                folder.mkdir()
+                shutil.copyfile(encoder, folder / ENCODER_FILE)
+                shutil.copyfile(prior, folder / PRIOR_FILE)
+                (folder / "encoder.json").write_text(json.dumps(info, indent=2) + "\n")
+                self.client.log_artifacts(run_id, str(folder), f"encoders/{modality}")
+            version = self.client.create_model_version(
+                model, f"runs:/{run_id}/encoders/{modality}", run_id=run_id, tags=dict(tags))
+        return Member(modality, model, str(version.version))
+
+    def create_set(self, run_id: str, *, prior: Path, prior_sha256: str,
+                   members: Mapping[str, Member], member_priors: Mapping[str, str],
+                   record: Mapping[str, object], tags: Mapping[str, str]) -> EncoderSet:
+        """A new (not yet champion) set version; refuses members of another prior."""
+        _check_one_prior(prior_sha256, member_priors)
+        listing = {m: {"model": x.model, "version": x.version} for m, x in members.items()}
+        with mlflow_errors(self.client, f"registering a version of {self.set_model}"), \
+                tempfile.TemporaryDirectory() as tmp:
+            self._ensure_model(self.set_model, "DRCL encoder sets; the alias `champion` "
+                               "names the set in use")
+            folder = Path(tmp) / "set"
+            folder.mkdir()
+            shutil.copyfile(prior, folder / PRIOR_FILE)
+            (folder / "set.json").write_text(json.dumps(
+                {"prior_sha256": prior_sha256, "members": listing, **record}, indent=2) + "\n")
+            self.client.log_artifacts(run_id, str(folder), "set")
+            all_tags = {"drcl.members": json.dumps(listing, sort_keys=True),
+                        "drcl.prior_sha256": prior_sha256, **tags}
+            version = self.client.create_model_version(self.set_model, f"runs:/{run_id}/set",
+                                                       run_id=run_id, tags=all_tags)
+        return self.read_set(str(version.version))
+
+    def mark_challenger(self, version: str) -> None:
+        with mlflow_errors(self.client, f"marking {self.set_model} v{version} challenger"):
+            self.client.set_registered_model_alias(self.set_model, CHALLENGER, version)
+
+    def commit(self, version: str, *, replaces: str | None, action: str) -> None:
+        """Make `version` the champion. Call under `locked()`.
+
+        The tag naming the replaced set is written first; the alias move is the commit point;
+        the event log and the derived aliases follow and are repaired by any later commit.
+        """
+        with mlflow_errors(self.client, f"committing {self.set_model} v{version}"):
+            if replaces is None:
+                if "drcl.replaces" in self.read_set(version).tags:
+                    self.client.delete_model_version_tag(self.set_model, version, "drcl.replaces")
+            else:
+                self.client.set_model_version_tag(self.set_model, version, "drcl.replaces",
+                                                  replaces)
+            self.client.set_registered_model_alias(self.set_model, CHAMPION, version)
+            now = int(time.time() * 1000)
+            self.client.set_registered_model_tag(self.set_model, f"event.{now}", json.dumps(
+                {"action": action, "champion": version, "replaces": replaces,
+                 "by": self.holder}))
+        self.sync_aliases()
+
+    def sync_aliases(self) -> None:
+        """Derive `previous` and the encoders' `champion` aliases from the champion set."""
+        champion = self.champion()
+        if champion is None:
+            return
+        with mlflow_errors(self.client, "updating the derived aliases"):
+            if champion.replaces is not None:
+                self.client.set_registered_model_alias(self.set_model, PREVIOUS,
+                                                       champion.replaces)
+            elif PREVIOUS in self._aliases(self.set_model):
+                self.client.delete_registered_model_alias(self.set_model, PREVIOUS)
+            prefix = self.encoder_model("")
+            for model in self.client.search_registered_models(
+                    filter_string=f"name LIKE '{prefix}%'"):
+                if not model.name.startswith(prefix):
+                    continue
+                member = champion.members.get(model.name.removeprefix(prefix))
+                if member is not None and member.model == model.name:
+                    self.client.set_registered_model_alias(model.name, CHAMPION, member.version)
+                elif CHAMPION in model.aliases:
+                    self.client.delete_registered_model_alias(model.name, CHAMPION)
+
+    def events(self) -> list[dict]:
+        """The commit history, oldest first."""
+        with mlflow_errors(self.client, f"reading {self.set_model}"):
+            tags = self.client.get_registered_model(self.set_model).tags
+        return [json.loads(v) for _, v in sorted(
+            ((int(k.split(".", 1)[1]), v) for k, v in tags.items() if k.startswith("event.")))]
+
+    @contextmanager
+    def locked(self, wait_s: float) -> Iterator[None]:
+        """Hold NAME-lock while committing; wait up to `wait_s` for another holder."""
+        from mlflow.exceptions import MlflowException
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            with mlflow_errors(self.client, f"taking {self.lock_model}"):
+                if self._try_lock():
+                    break
+            held_by = self._break_expired_lock()
+            if time.monotonic() > deadline:
+                raise DrclError(f"registry: {self.lock_model} is held by {held_by} (a promotion "
+                                f"or rollback in progress); gave up after {wait_s:g} s "
+                                "(registry.lock_wait_s)")
+            time.sleep(0.2 + random.random() * 0.3)
+        try:
+            yield
+        finally:
+            try:
+                lock = self.client.get_registered_model(self.lock_model)
+                if lock.tags.get("drcl.holder") == self.holder:
+                    self.client.delete_registered_model(self.lock_model)
+            except MlflowException:
+                pass  # gone already, or the store is down: the lease expires it
+
+    def _try_lock(self) -> bool:
+        """Create the lock model; False when it exists (creation is atomic in the store)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(
+                self.lock_model, description="held while a drcl promotion or rollback commits",
+                tags={"drcl.holder": self.holder, "drcl.expires": str(time.time() + LEASE_S)})
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+                return False
+            raise
+        return True
+
+    def _break_expired_lock(self) -> str:
+        """Delete the lock if its lease ran out (its holder died); return who holds it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            lock = self.client.get_registered_model(self.lock_model)
+            holder = lock.tags.get("drcl.holder", "?")
+            if float(lock.tags.get("drcl.expires", "0")) < time.time():
+                self.client.delete_registered_model(self.lock_model)
+            return holder
+        except MlflowException:
+            return "nobody"
+
+    @contextmanager
+    def artifact_run(self, run_id: str | None, experiment: str, name: str) -> Iterator[str]:
+        """The run that holds registered artifacts: the tracked stage run, else a plain one."""
+        if run_id is not None:
+            yield run_id
+            return
+        with mlflow_errors(self.client, f"starting a {name} run"):
+            own = self.client.create_run(experiment_id(self.client, experiment),
+                                         run_name=name, tags={"drcl.kind": "registry"})
+        status = "FAILED"
+        try:
+            yield own.info.run_id
+            status = "FINISHED"
+        finally:
+            with mlflow_errors(self.client, f"ending the {name} run"):
+                self.client.set_terminated(own.info.run_id, status)

@@ -1,0 +1,294 @@
+"""Retrieval with the champion encoders: embed queries and a database, return the top k.
+
+The database is scored in chunks against blocks of queries, keeping a running top k, so memory
+stays bounded (block x chunk scores, never queries x database) however large the database; on the
+GPU when there is one. `drcl index` embeds a database once into an index file; the index records
+which champion encoder made it and is refused once the champions have moved on.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drcl.atomic import atomic_path
+from drcl.config import Params
+from drcl.data.dataset import file_sha256
+from drcl.errors import DrclError
+from drcl.model import Encoder, embed
+from drcl.registry import EncoderSet, LoadedMember, Registry
+from drcl.runtime import resolve_device
+
+INDEX_FORMAT = "drcl-index/1"
+
+
+@dataclass(frozen=True)
+class Features:
+    """Rows to embed, with an id per row (the row number when the file names none)."""
+
+    values: np.ndarray
+    ids: list[str]
+    source: Path
+
+
+def read_features(path: Path, *, key: str = "features") -> Features:
+    """A `.npy` matrix, or the array `key` of a `.npz` file (ids from its `ids` array)."""
+    if not path.is_file():
+        raise DrclError(f"{path}: no such features file")
+    ids = None
+    try:
+        if path.suffix == ".npy":
+            values = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                if key not in npz.files:
+                    raise DrclError(f"{path}: no array {key!r}; it has {sorted(npz.files)}")
+                values = npz[key]
+                ids = [str(i) for i in npz["ids"]] if "ids" in npz.files else None
+        else:
+            raise DrclError(f"{path}: features must be a .npy or .npz file")
+    except (OSError, ValueError) as exc:
+        raise DrclError(f"{path}: not a readable numpy file ({exc})") from None
+    if values.ndim != 2 or values.shape[0] == 0 or not np.issubdtype(values.dtype, np.number):
+        raise DrclError(f"{path}: features must be a non-empty numeric (rows, width) matrix, "
+                        f"got {values.dtype} {values.shape}")
+    values = values.astype(np.float32, copy=False)
+    if not np.isfinite(values).all():
+        raise DrclError(f"{path}: features contain NaN or infinite values")
+    if ids is not None and len(ids) != values.shape[0]:
+        raise DrclError(f"{path}: {len(ids)} ids for {values.shape[0]} rows")
+    return Features(values, ids or [str(i) for i in range(values.shape[0])], path)
+
+
+def read_raw(path: Path, *, modality: str, extractor: str, params: Params,
+             device: torch.device) -> Features:
+    """Raw items through the extractor the champion encoder expects: a text file (one item a
+    line) or a folder of files (images), so queries need not be extracted beforehand."""
+    if extractor == "precomputed":
+        raise DrclError(f"{path}: the champion {modality} encoder takes precomputed features; "
+                        "give a .npy or .npz file without --raw")
+    from drcl.extract.extractors import ItemError, make_extractor
+    from drcl.extract.manifest import Item
+
+    if path.is_dir():
+        items = [Item(where=str(f), id=f.name, modality=modality, labels=(), path=f)
+                 for f in sorted(path.iterdir()) if f.is_file()]
+    elif path.is_file():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DrclError(f"{path}: not a readable UTF-8 text file ({exc})") from None
+        items = [Item(where=f"{path}:{n}", id=str(n), modality=modality, labels=(), text=line)
+                 for n, line in enumerate(lines, 1) if line.strip()]  # ids: line numbers
+    else:
+        raise DrclError(f"{path}: no such file or folder")
+    if not items:
+        raise DrclError(f"{path}: no items to search with")
+    chosen = make_extractor(extractor, image_size=params.extract.image_size,
+                            batch_size=params.extract.batch_size, device=str(device))
+    payloads = []
+    for item in items:
+        try:
+            payloads.append(chosen.load(item)[1])
+        except ItemError as exc:
+            raise DrclError(f"{item.where}: {exc}") from None
+    values = np.asarray(chosen.embed(payloads), dtype=np.float32)
+    return Features(values, [item.id for item in items], path)
+
+
+def _best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k highest scores of each row and their columns, ties going to the lower column;
+    columns come back in ascending order. topk alone breaks ties arbitrarily."""
+    if scores.shape[1] <= k:
+        cols = torch.arange(scores.shape[1], device=scores.device).expand(scores.shape[0], -1)
+        return scores, cols
+    values, cols = torch.topk(scores, k + 1, dim=1)
+    if bool((values[:, k] < values[:, k - 1]).all()):  # no tie across the cut: the usual case
+        cols = torch.sort(cols[:, :k], dim=1).values
+        return scores.gather(1, cols), cols
+    kth = values[:, k - 1:k]
+    above = scores > kth
+    tied = scores == kth
+    take = above | (tied & (tied.cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))
+    cols = take.nonzero()[:, 1].view(scores.shape[0], k)
+    return scores.gather(1, cols), cols
+
+
+@torch.no_grad()
+def top_k(queries: torch.Tensor, database: torch.Tensor, *, k: int,
+          device: torch.device | None = None,
+          max_block_elements: int = 2**24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top k by inner product (cosine on unit rows): scores and database indices, best
+    first, equal scores in database order. At most `max_block_elements` scores exist at once."""
+    device = device or queries.device
+    n_db = database.shape[0]
+    k = min(k, n_db)
+    chunk = min(n_db, max(k, max_block_elements // 64))
+    block = max(1, max_block_elements // chunk)
+    if device.type == "cuda" and database.device != device:
+        free, _ = torch.cuda.mem_get_info(device)
+        if database.element_size() * database.nelement() < free // 2:
+            database = database.to(device)  # fits: move it once rather than per block
+    scores, indices = [], []
+    for qs in range(0, queries.shape[0], block):
+        q = queries[qs:qs + block].to(device)
+        best_s = torch.empty(q.shape[0], 0, device=device)
+        best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=device)
+        for ds in range(0, n_db, chunk):
+            chunk_s, cols = _best_columns(q @ database[ds:ds + chunk].to(device).T, k)
+            # both parts are in database order, the kept ones first: so is their union
+            merged_i = torch.cat([best_i, cols + ds], dim=1)
+            best_s, cols = _best_columns(torch.cat([best_s, chunk_s], dim=1), k)
+            best_i = merged_i.gather(1, cols)
+        order = torch.sort(best_s, dim=1, descending=True, stable=True).indices
+        scores.append(best_s.gather(1, order).cpu())
+        indices.append(best_i.gather(1, order).cpu())
+    return torch.cat(scores), torch.cat(indices)
+
+
+@dataclass(frozen=True)
+class Index:
+    """A database embedded by one champion encoder."""
+
+    embeddings: np.ndarray
+    ids: list[str]
+    meta: dict
+
+
+def _embed_checked(loaded: LoadedMember, features: Features, device: torch.device) -> torch.Tensor:
+    encoder: Encoder = loaded.encoder
+    if features.values.shape[1] != encoder.spec.input_dim:
+        raise DrclError(f"{features.source}: {features.values.shape[1]}-d features, but the "
+                        f"champion {loaded.member.modality} encoder ({loaded.member.model} "
+                        f"v{loaded.member.version}) takes {encoder.spec.input_dim}-d "
+                        f"{loaded.extractor} features")
+    return embed(encoder, features.values, device=device)
+
+
+def _champions(params: Params, root: Path, modalities: list[str], dest: Path,
+               device: torch.device) -> tuple[EncoderSet, dict[str, LoadedMember]]:
+    registry = Registry.open(params, root)
+    champion = registry.champion()
+    if champion is None:
+        raise DrclError(f"registry: {registry.set_model} has no champion yet; promote one with "
+                        "`drcl promote`")
+    return champion, registry.load_members(champion, dest, device=device, modalities=modalities)
+
+
+def build_index(params: Params, *, modality: str, features: Features, out: Path,
+                root: Path = Path(".")) -> Index:
+    """Embed a database once with the champion encoder of its modality; write it to `out`."""
+    if out.suffix != ".npz":
+        raise DrclError(f"{out}: an index file is written as .npz")
+    device = resolve_device(params.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        champion, loaded = _champions(params, root, [modality], Path(tmp), device)
+        embeddings = _embed_checked(loaded[modality], features, device).cpu().numpy()
+    member = loaded[modality].member
+    meta = {"format": INDEX_FORMAT, "modality": modality, "model": member.model,
+            "version": member.version, "set_version": champion.version,
+            "prior_sha256": champion.prior_sha256, "source": features.source.name,
+            "source_sha256": file_sha256(features.source)}
+    with atomic_path(out) as tmp_path, tmp_path.open("wb") as fh:
+        np.savez(fh, embeddings=embeddings, ids=np.asarray(features.ids, dtype=np.str_),
+                 meta=np.asarray(json.dumps(meta)))
+    return Index(embeddings, features.ids, meta)
+
+
+def read_index(path: Path) -> Index | None:
+    """The index in `path`, or None when the file is a plain features file."""
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "meta" not in npz.files:
+                return None
+            meta = json.loads(str(npz["meta"]))
+            if meta.get("format") != INDEX_FORMAT:
+                raise DrclError(f"{path}: index format {meta.get('format')!r}, expected "
+                                f"{INDEX_FORMAT!r}; rebuild it with `drcl index`")
+            return Index(npz["embeddings"].astype(np.float32, copy=False),
+                         [str(i) for i in npz["ids"]], meta)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DrclError(f"{path}: not a readable index ({exc})") from None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Per query: its id and the top k database (id, score), best first."""
+
+    query_modality: str
+    database_modality: str
+    set_version: str
+    matches: list[tuple[str, list[tuple[str, float]]]]
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "query_modality": self.query_modality, "database_modality": self.database_modality,
+            "champion_set": self.set_version,
+            "results": [{"query": q, "matches": [{"rank": r, "id": i, "score": round(s, 6)}
+                                                 for r, (i, s) in enumerate(found, 1)]}
+                        for q, found in self.matches]}, indent=2)
+
+    def to_table(self) -> str:
+        rows = [(q, str(r), i, f"{s:.4f}") for q, found in self.matches
+                for r, (i, s) in enumerate(found, 1)]
+        header = ("query", "rank", "id", "score")
+        widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                         for row in (header, *rows))
+
+
+def search(params: Params, *, query_modality: str, queries: Path, database: Path,
+           database_modality: str | None = None, key: str = "features", k: int = 10,
+           raw: bool = False, root: Path = Path(".")) -> SearchResult:
+    """Top k of `database` (an index from `drcl index`, or features) for each query; `queries`
+    holds features, or raw items for the champion encoder's extractor when `raw`."""
+    if k < 1:
+        raise DrclError(f"--top-k must be at least 1, got {k}")
+    device = resolve_device(params.device)
+    index = read_index(database)
+    if index is not None:
+        if database_modality not in (None, index.meta["modality"]):
+            raise DrclError(f"{database}: an index of {index.meta['modality']!r}, not "
+                            f"{database_modality!r}")
+        database_modality = index.meta["modality"]
+    elif database_modality is None:
+        raise DrclError(f"{database}: plain features: name their modality with "
+                        "--database-modality (or build an index with `drcl index`)")
+    wanted = [query_modality] if index is not None else [query_modality, database_modality]
+    with tempfile.TemporaryDirectory() as tmp:
+        champion, loaded = _champions(params, root, list(dict.fromkeys(wanted)), Path(tmp),
+                                      device)
+        if index is not None:
+            _check_current(database, index, champion)
+            db, ids = torch.as_tensor(index.embeddings), index.ids
+        else:
+            db_features = read_features(database, key=key)
+            db, ids = _embed_checked(loaded[database_modality], db_features, device), \
+                db_features.ids
+        asker = loaded[query_modality]
+        query = read_raw(queries, modality=query_modality, extractor=asker.extractor,
+                         params=params, device=device) if raw else read_features(queries, key=key)
+        q = _embed_checked(asker, query, device)
+    scores, indices = top_k(q, db, k=k, device=device)
+    matches = [(qid, [(ids[j], float(s)) for j, s in zip(row_i.tolist(), row_s.tolist(),
+                                                          strict=True)])
+               for qid, row_s, row_i in zip(query.ids, scores, indices, strict=True)]
+    return SearchResult(query_modality, database_modality, champion.version, matches)
+
+
+def _check_current(path: Path, index: Index, champion: EncoderSet) -> None:
+    """An index is valid only for the champion encoder that made it."""
+    member = champion.members.get(index.meta["modality"])
+    made_by = f"{index.meta['model']} v{index.meta['version']}"
+    if member is None or (member.model, member.version) != (index.meta["model"],
+                                                            index.meta["version"]):
+        now = "none" if member is None else f"{member.model} v{member.version}"
+        raise DrclError(f"{path}: built with {made_by}, but the champion is {now}; rebuild it "
+                        "with `drcl index`")

@@ -1,0 +1,391 @@
+"""The registry on the embedded sqlite store: the promotion gate, adding a modality, rollback,
+failures half-way, and two promotions racing from two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from drcl.cli import EXIT_CHALLENGER, app
+from drcl.model import load_encoder, read_metadata
+from drcl.registry import LEASE_S
+from tests.integration.registry_helpers import MODALITIES, write_project_params
+
+SET = "drcl-set"
+
+
+def drcl(project: Path, monkeypatch, *args: str):
+    monkeypatch.chdir(project)
+    return CliRunner().invoke(app, list(args))
+
+
+def aliases(client: MlflowClient, model: str) -> dict[str, str]:
+    return {a: str(v) for a, v in client.get_registered_model(model).aliases.items()}
+
+
+def set_tags(client: MlflowClient, version: str) -> dict[str, str]:
+    return client.get_model_version(SET, version).tags
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("drcl: error: ") and result.stderr.count("\n") == 1
+    return result.stderr
+
+
+@pytest.fixture
+def client(mlflow_store) -> MlflowClient:
+    return MlflowClient(tracking_uri=mlflow_store)
+
+
+def test_first_promotion_registers_a_set_that_stands_alone(projects, tmp_path, client,
+                                                           monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    result = drcl(a, monkeypatch, "promote", "--report", "metrics/promotion.json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("champion: drcl-set v1 (the first champion)")
+    assert aliases(client, SET) == {"champion": "1"}
+    tags = set_tags(client, "1")
+    members = json.loads(tags["drcl.members"])
+    assert set(members) == set(MODALITIES) and tags["drcl.decision"] == "promote"
+    prior = tags["drcl.prior_sha256"]
+    for m in MODALITIES:
+        model = f"drcl-encoder-{m}"
+        assert members[m] == {"model": model, "version": "1"}
+        assert aliases(client, model) == {"champion": "1"}
+        v = client.get_model_version(model, "1").tags
+        assert v["drcl.prior_sha256"] == prior and v["drcl.extractor"] == "precomputed"
+        assert v["drcl.input_dim"] == read_metadata(a / f"models/encoders/{m}.safetensors")[
+            "input_dim"]
+        assert 0 < float(v["drcl.map_all.mean"]) <= 1 and v["drcl.dataset_sha256"]
+        # loaded by alias alone: weights, W and description come with the version
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model}@champion",
+                                                          tracking_uri=client.tracking_uri,
+                                                          registry_uri=client.tracking_uri))
+        assert {p.name for p in folder.iterdir()} == {"encoder.safetensors",
+                                                      "prior.safetensors", "encoder.json"}
+        assert load_encoder(folder / "encoder.safetensors").spec.modality == m
+        assert json.loads((folder / "encoder.json").read_text())["prior_sha256"] == prior
+    report = json.loads((a / "metrics/promotion.json").read_text())
+    assert report["verdict"] == "champion" and report["set_version"] == "1"
+    assert len(report["map_all"]) == 1 + len(MODALITIES) * (len(MODALITIES) - 1)
+    # the same encoders again: nothing new is registered, nothing moves
+    again = drcl(a, monkeypatch, "promote")
+    assert again.exit_code == 0 and again.stdout.startswith("unchanged: drcl-set v1")
+    assert len(client.search_model_versions(f"name = '{SET}'")) == 1
+
+
+@pytest.mark.parametrize(("gate", "reason"), [
+    ({"min_mean_map": 0.999}, "< promotion.min_mean_map 0.999"),
+    ({"min_direction_map": 0.999}, "< promotion.min_direction_map 0.999"),
+    ({"min_gain": 0.5}, "< promotion.min_gain 0.5"),
+])
+def test_each_threshold_keeps_a_challenger(projects, tmp_path, client, monkeypatch, gate,
+                                           reason):
+    champion = projects.copy(tmp_path / "champion", seed=1)
+    assert drcl(champion, monkeypatch, "promote").exit_code == 0
+    a = projects.copy(tmp_path / "a")
+    write_project_params(a, promotion={"min_mean_map": 0.0, "min_direction_map": 0.0,
+                                       "min_gain": -1.0} | gate)
+    result = drcl(a, monkeypatch, "promote")
+    assert result.exit_code == EXIT_CHALLENGER, result.output
+    assert result.stdout.startswith("challenger: drcl-set v2 not promoted") and reason in \
+        result.stdout
+    assert aliases(client, SET) == {"champion": "1", "challenger": "2"}
+    tags = set_tags(client, "2")
+    assert tags["drcl.decision"] == "challenger" and reason in tags["drcl.reason"]
+    assert tags["drcl.compared_with"] == "1"
+
+
+def test_a_weaker_candidate_loses_to_a_better_champion(projects, tmp_path, client,
+                                                       monkeypatch):
+    weak = projects.copy(tmp_path / "weak", quality="weak")
+    strong = projects.copy(tmp_path / "strong")
+    assert drcl(strong, monkeypatch, "promote").exit_code == 0
+    result = drcl(weak, monkeypatch, "promote")
+    assert result.exit_code == EXIT_CHALLENGER, result.output
+    assert "gain -0." in result.stdout and "< promotion.min_gain 0.0" in result.stdout
+    assert aliases(client, SET) == {"champion": "1", "challenger": "2"}
+
+
+def test_rollback_restores_the_previous_set_and_can_be_undone(projects, tmp_path, client,
+                                                              monkeypatch):
+    first = projects.copy(tmp_path / "first", quality="weak")
+    second = projects.copy(tmp_path / "second")
+    assert drcl(first, monkeypatch, "rollback").exit_code == 1  # no champion yet
+    assert drcl(first, monkeypatch, "promote").exit_code == 0
+    assert "nothing to roll back to" in one_error_line(drcl(first, monkeypatch, "rollback"))
+    result = drcl(second, monkeypatch, "promote")
+    assert result.exit_code == 0 and "(replaces v1)" in result.stdout and "gain +" in \
+        result.stdout
+    assert aliases(client, SET) == {"champion": "2", "previous": "1"}
+
+    result = drcl(second, monkeypatch, "rollback")
+    assert result.exit_code == 0 and result.stdout.strip() == "champion: set v1 (was v2)"
+    assert aliases(client, SET) == {"champion": "1", "previous": "2"}
+    for m in MODALITIES:  # the encoders' own aliases follow the set
+        assert aliases(client, f"drcl-encoder-{m}") == {"champion": "1"}
+    assert drcl(second, monkeypatch, "rollback").exit_code == 0
+    assert aliases(client, SET) == {"champion": "2", "previous": "1"}
+    assert [(e["action"], e["champion"]) for e in _events(client)] == [
+        ("promote", "1"), ("promote", "2"), ("rollback", "1"), ("rollback", "2")]
+
+
+def _events(client: MlflowClient) -> list[dict]:
+    tags = client.get_registered_model(SET).tags
+    return [json.loads(tags[k]) for k in sorted((k for k in tags if k.startswith("event.")),
+                                                key=lambda k: int(k.split(".")[1]))]
+
+
+def test_add_a_modality_against_the_champions_prior(projects, tmp_path, client, monkeypatch):
+    two = projects.copy(tmp_path / "two", modalities=("image", "text"))
+    assert drcl(two, monkeypatch, "promote").exit_code == 0
+    champion_prior = set_tags(client, "1")["drcl.prior_sha256"]
+
+    # a project of its own, whose pipeline prior differs from the champions'
+    other = projects.copy(tmp_path / "other", seed=3)
+    assert read_metadata(other / "models/encoders/audio.safetensors")["prior_sha256"] \
+        != champion_prior
+    error = one_error_line(drcl(other, monkeypatch, "promote", "--modality", "audio"))
+    assert "audio.safetensors: trained against prior" in error and "drcl add-modality" in error
+    assert aliases(client, SET) == {"champion": "1"}
+
+    result = drcl(other, monkeypatch, "add-modality", "--modality", "audio")
+    assert result.exit_code == 0, result.output
+    assert "champion: drcl-set v2 (replaces v1)" in result.stdout
+    tags = set_tags(client, "2")
+    members = json.loads(tags["drcl.members"])
+    assert members["image"] == {"model": "drcl-encoder-image", "version": "1"}
+    assert members["text"] == {"model": "drcl-encoder-text", "version": "1"}
+    assert members["audio"]["model"] == "drcl-encoder-audio"
+    assert tags["drcl.prior_sha256"] == champion_prior
+    assert read_metadata(other / "models/encoders/audio.safetensors")["prior_sha256"] \
+        == champion_prior
+    # retrieval works across the grown set
+    with np.load(other / "data/prepared/audio.npz") as npz:
+        np.save(other / "q.npy", npz["test.features"][:2])
+    with np.load(other / "data/prepared/image.npz") as npz:
+        np.save(other / "db.npy", npz["test.features"])
+    found = drcl(other, monkeypatch, "search", "-q", "audio", "--queries", "q.npy",
+                 "--database", "db.npy", "-d", "image", "-k", "3", "--format", "json")
+    assert found.exit_code == 0, found.output
+    assert [len(r["matches"]) for r in json.loads(found.stdout)["results"]] == [3, 3]
+
+
+def test_failure_before_the_commit_point_changes_nothing(projects, tmp_path, client,
+                                                         monkeypatch):
+    first = projects.copy(tmp_path / "first", quality="weak")
+    second = projects.copy(tmp_path / "second")
+    assert drcl(first, monkeypatch, "promote").exit_code == 0
+    original = MlflowClient.set_registered_model_alias
+
+    def die_on_commit(self, name, alias, version):
+        if alias == "champion":
+            raise KeyboardInterrupt  # the process is stopped just before the alias moves
+        return original(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", die_on_commit)
+    result = drcl(second, monkeypatch, "promote")
+    assert result.exit_code == 130
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", original)
+    assert aliases(client, SET) == {"champion": "1"}  # the set v2 exists, inert
+    assert "drcl-lock" not in {m.name for m in client.search_registered_models()}
+    result = drcl(second, monkeypatch, "promote")  # nothing is left in the way
+    assert result.exit_code == 0 and "(replaces v1)" in result.stdout
+
+
+def test_failure_after_the_commit_point_is_repaired_by_the_next_command(projects, tmp_path,
+                                                                        client, monkeypatch):
+    first = projects.copy(tmp_path / "first", quality="weak")
+    second = projects.copy(tmp_path / "second")
+    assert drcl(first, monkeypatch, "promote").exit_code == 0
+    monkeypatch.setattr("drcl.registry.Registry.sync_aliases",
+                        lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert drcl(second, monkeypatch, "promote").exit_code == 130
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+    # committed: the set is whole; only the derived aliases lag
+    assert aliases(client, SET) == {"champion": "2"}
+    assert aliases(client, "drcl-encoder-image") == {"champion": "1"}
+    assert drcl(second, monkeypatch, "rollback").exit_code == 0
+    assert aliases(client, SET) == {"champion": "1", "previous": "2"}
+    assert aliases(client, "drcl-encoder-image") == {"champion": "1"}
+
+
+def test_a_stale_lock_expires_and_a_live_one_is_waited_for(projects, tmp_path, client,
+                                                           monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    client.create_registered_model("drcl-lock", tags={"drcl.holder": "elsewhere:1",
+                                                      "drcl.expires": str(time.time() + LEASE_S)})
+    write_project_params(a, registry={"lock_wait_s": 0.5})
+    error = one_error_line(drcl(a, monkeypatch, "promote"))
+    assert "drcl-lock is held by elsewhere:1" in error and "registry.lock_wait_s" in error
+    assert not client.search_registered_models(filter_string=f"name = '{SET}'")
+    client.set_registered_model_tag("drcl-lock", "drcl.expires", str(time.time() - 1))
+    assert drcl(a, monkeypatch, "promote").exit_code == 0  # its holder died: the lease ran out
+
+
+def test_an_unreachable_registry_is_one_line_and_changes_nothing(projects, tmp_path,
+                                                                 monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    before = sorted((p, p.stat().st_mtime_ns) for p in a.rglob("*"))
+    for args in (["promote", "--report", "metrics/promotion.json"], ["rollback"]):
+        error = one_error_line(drcl(a, monkeypatch, *args))
+        assert f"MLflow at http://127.0.0.1:{port} is unreachable" in error
+    assert sorted((p, p.stat().st_mtime_ns) for p in a.rglob("*")) == before
+
+
+@pytest.mark.parametrize(("args", "breaks", "message"), [
+    (["promote", "-m", "video"], None, "--modality: 'video' not in"),
+    (["promote", "-m", "audio"], None, "has no champion yet"),
+    (["promote"], "models/encoders/text.safetensors", "text.safetensors: encoder weights not"),
+    (["promote"], "models/prior.safetensors", "prior.safetensors: prior not found"),
+])
+def test_bad_input_is_one_line(projects, tmp_path, client, monkeypatch, args, breaks, message):
+    a = projects.copy(tmp_path / "a")
+    if breaks:
+        (a / breaks).unlink()
+    assert message in one_error_line(drcl(a, monkeypatch, *args))
+    assert not client.search_registered_models(filter_string=f"name = '{SET}'")
+
+
+def test_encoders_of_another_prior_are_refused(projects, tmp_path, client, monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    b = projects.copy(tmp_path / "b", seed=5)
+    (a / "models/encoders/text.safetensors").write_bytes(
+        (b / "models/encoders/text.safetensors").read_bytes())
+    error = one_error_line(drcl(a, monkeypatch, "promote"))
+    assert "text.safetensors: trained against prior" in error and "shares one prior" in error
+    assert not client.search_registered_models()
+
+
+RACER = """
+import sys, time
+import drcl.registry as registry
+create_set = registry.Registry.create_set
+def slow_create_set(self, *args, **kwargs):
+    time.sleep(1.5)  # hold the lock a while, so the other process must wait for it
+    return create_set(self, *args, **kwargs)
+registry.Registry.create_set = slow_create_set
+from drcl.cli import app
+app(["promote"], prog_name="drcl")
+"""
+
+
+def test_two_promotions_racing_from_two_processes_commit_one_after_the_other(
+        projects, tmp_path, client):
+    racers = [projects.copy(tmp_path / "a"), projects.copy(tmp_path / "b", seed=1)]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": client.tracking_uri}
+    procs = [subprocess.Popen([sys.executable, "-c", RACER], cwd=r, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in racers]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes in ([0, 0], [0, EXIT_CHALLENGER]), outputs
+    events = _events(client)
+    champions = [None] + [e["champion"] for e in events]
+    assert [e["replaces"] for e in events] == champions[:-1]  # a chain: no lost update
+    versions = client.search_model_versions(f"name = '{SET}'")
+    assert len(versions) == 2
+    # whoever committed second measured itself against the first one's set
+    first, second = sorted(versions, key=lambda v: int(v.version))
+    assert first.tags["drcl.compared_with"] == ""
+    assert second.tags["drcl.compared_with"] == str(first.version)
+    champion = client.get_model_version(SET, aliases(client, SET)["champion"])
+    members = json.loads(champion.tags["drcl.members"])
+    priors = {client.get_model_version(x["model"], x["version"]).tags["drcl.prior_sha256"]
+              for x in members.values()}
+    assert priors == {champion.tags["drcl.prior_sha256"]} and len(members) == 3
+
+
+def test_search_refuses_a_stale_index_and_bad_input(projects, tmp_path, client, monkeypatch):
+    weak = projects.copy(tmp_path / "weak", quality="weak")
+    strong = projects.copy(tmp_path / "strong")
+    assert drcl(weak, monkeypatch, "promote").exit_code == 0
+    with np.load(strong / "data/prepared/text.npz") as npz:
+        np.save(strong / "texts.npy", npz["test.features"])
+        np.save(strong / "text-queries.npy", npz["test.features"][:2])
+    with np.load(strong / "data/prepared/image.npz") as npz:
+        np.save(strong / "images.npy", npz["test.features"][:2])
+    assert drcl(strong, monkeypatch, "index", "-m", "text", "--features", "texts.npy",
+                "--out", "index.npz").exit_code == 0
+    search = ("search", "-q", "image", "--queries", "images.npy", "--database")
+    assert drcl(strong, monkeypatch, *search, "index.npz").exit_code == 0
+    assert drcl(strong, monkeypatch, "promote").exit_code == 0  # new champions
+    for args, message in [
+        ((*search, "index.npz"), "index.npz: built with drcl-encoder-text v1, but the champion "
+                                 "is drcl-encoder-text v2; rebuild it with `drcl index`"),
+        ((*search, "index.npz", "-d", "audio"), "index.npz: an index of 'text', not 'audio'"),
+        ((*search, "texts.npy"), "texts.npy: plain features: name their modality"),
+        (("search", "-q", "image", "--queries", "text-queries.npy", "--database", "texts.npy",
+          "-d", "text"), "text-queries.npy: 6-d features, but the champion image encoder"),
+        ((*search, "texts.npy", "-d", "video"), "has no encoder for 'video'"),
+        (("index", "-m", "text", "--features", "texts.npy", "--out", "index.bin"),
+         "index.bin: an index file is written as .npz"),
+    ]:
+        assert message in one_error_line(drcl(strong, monkeypatch, *args)), args
+    assert drcl(strong, monkeypatch, "index", "-m", "text", "--features", "texts.npy",
+                "--out", "index.npz").exit_code == 0
+    table = drcl(strong, monkeypatch, *search, "index.npz", "-k", "2")
+    assert table.exit_code == 0 and table.stdout.splitlines()[0].split() == [
+        "query", "rank", "id", "score"]
+    assert len(table.stdout.splitlines()) == 1 + 2 * 2
+
+
+class FakeTextExtractor:
+    """Stands in for MiniLM: a text's features are its image-width digits."""
+
+    def __init__(self, **settings) -> None:
+        self.settings = settings
+
+    def load(self, item):
+        from drcl.extract.extractors import ItemError
+
+        if item.text is None or not item.text.strip().replace(" ", "").isdigit():
+            raise ItemError("not a list of numbers")
+        return None, [float(x) for x in item.text.split()]
+
+    def embed(self, payloads):
+        return np.asarray(payloads, dtype=np.float32)
+
+
+def test_raw_queries_go_through_the_extractor_the_encoder_expects(projects, tmp_path, client,
+                                                                  monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    assert drcl(a, monkeypatch, "promote").exit_code == 0
+    with np.load(a / "data/prepared/text.npz") as npz:
+        np.save(a / "texts.npy", npz["test.features"])
+    (a / "queries.txt").write_text(" ".join(["1"] * 12) + "\n\n" + " ".join(["2"] * 12) + "\n")
+    search = ("search", "-q", "image", "--queries", "queries.txt", "--raw", "--database",
+              "texts.npy", "-d", "text", "-k", "2", "--format", "json")
+    assert "takes precomputed features" in one_error_line(drcl(a, monkeypatch, *search))
+    client.set_model_version_tag("drcl-encoder-image", "1", "drcl.extractor", "minilm")
+    made = {}
+
+    def fake(name, **settings):
+        made[name] = settings
+        return FakeTextExtractor(**settings)
+
+    monkeypatch.setattr("drcl.extract.extractors.make_extractor", fake)
+    result = drcl(a, monkeypatch, *search)
+    assert result.exit_code == 0, result.output
+    assert [r["query"] for r in json.loads(result.stdout)["results"]] == ["1", "3"]
+    assert set(made) == {"minilm"} and made["minilm"]["device"] == "cpu"
+    (a / "queries.txt").write_text("one two\n")
+    assert "queries.txt:1: not a list of numbers" in one_error_line(drcl(a, monkeypatch,
+                                                                         *search))

