@@ -172,11 +172,15 @@ class Registry:
         """A member's artifacts (weights, prior, encoder.json) in `dest`; returns the folder."""
         import mlflow
 
-        with mlflow_errors(self.client, f"downloading {member.model} v{member.version}"):
-            return Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{member.model}/{member.version}", dst_path=str(dest),
-                tracking_uri=self.client.tracking_uri,
-                registry_uri=registry_uri(self.client.tracking_uri)))
+        what = f"{member.model} v{member.version}"
+        try:
+            with mlflow_errors(self.client, f"downloading {what}"):
+                return Path(mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{member.model}/{member.version}", dst_path=str(dest),
+                    tracking_uri=self.client.tracking_uri,
+                    registry_uri=registry_uri(self.client.tracking_uri)))
+        except OSError as exc:  # artifacts gone from a local store, or the disk is full
+            raise DrclError(f"registry: downloading {what} failed ({exc})") from None
 
     # writing
 
