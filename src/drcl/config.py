@@ -103,6 +103,7 @@ class TrainParams(_Strict):
     use_fa: bool = True
     use_mrr: bool = True
     mse_reduction: Literal["mean", "sum"] = "mean"
+    selection: Literal["val_loss", "target_map"] = "val_loss"
 
     def lr_for(self, modality: str) -> float:
         return self.lr_per_modality.get(modality, self.lr)

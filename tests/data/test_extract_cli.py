@@ -102,3 +102,28 @@ def test_params_variants_are_valid(variant):
         base[group] = {**base.get(group, {}), **values} if isinstance(values, dict) else values
     params = parse_params(base, source=str(variant))
     assert params.data.modalities == ["image", "text"]
+
+
+@pytest.mark.parametrize("variant", sorted((ROOT / "params").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_readme_gives_each_variant_as_dvc_exp_run_settings(variant):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(f"(params/{variant.name})", 1)[1].split("\n#", 1)[0].split("```")[0]
+    for group, values in yaml.safe_load(variant.read_text()).items():
+        for key in values:
+            assert f"-S {group}.{key}=" in block or f"-S '{group}.{key}=" in block, key
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"extract": {"classes": ["a", "a"]}}, "extract.classes: class names must be non-empty"),
+    ({"extract": {"image_size": 16}}, "extract.image_size: Input should be greater than"),
+    ({"extract": {"extractors": {"image": "resnet"}}}, "extract.extractors.image: Input should"),
+    ({"extract": {"manifest_format": "xml"}}, "extract.manifest_format: Input should be"),
+    ({"data": {"source": "xmedia"}}, "data.path is required when data.source is 'xmedia'"),
+    ({"data": {"source": "coco"}}, "data.source: Input should be"),
+])
+def test_extract_and_source_params_name_the_key(raw, message):
+    from drcl.errors import DrclError
+
+    with pytest.raises(DrclError, match=message):
+        parse_params(raw)

@@ -94,3 +94,34 @@ def test_options_train_and_change_the_run(tiny_params, data, overrides):
 def test_prior_with_other_classes_is_rejected(tiny_params, data):
     with pytest.raises(DrclError, match="classes"):
         train_encoder(data, orthogonal_init(16, 4, seed=0), params=tiny_params(), device=CPU)
+
+
+def test_target_map_is_the_mean_reciprocal_rank_of_the_true_class(tiny_params, data):
+    from drcl.train import prior_pseudo_inverse, target_map
+
+    torch.manual_seed(0)
+    w = orthogonal_init(16, 3, seed=0)
+    enc = train_encoder(data, w, params=tiny_params(**{"train.epochs": 1}), device=CPU).encoder
+    x = torch.as_tensor(data.val.features)
+    y = torch.as_tensor(data.val.labels)
+    w_pinv = prior_pseudo_inverse(w)
+    with torch.no_grad():
+        f = enc(x)
+    expected = 0.0
+    for i in range(len(x)):
+        sims = [float(f[i] @ w_pinv[c] / w_pinv[c].norm()) for c in range(3)]
+        true = int(y[i].argmax())
+        rank = 1 + sum(1 for c in range(3) if sims[c] > sims[true] or (sims[c] == sims[true]
+                                                                     and c < true))
+        expected += 1 / rank
+    expected /= len(x)
+    assert target_map(enc, x, y, w_pinv, batch_size=7) == pytest.approx(expected, rel=1e-6)
+
+
+def test_target_map_selection_keeps_the_best_scoring_epoch(tiny_params, data):
+    params = tiny_params(**{"train.epochs": 6, "train.selection": "target_map",
+                            "train.lr": 1e-2})
+    result = train_encoder(data, orthogonal_init(16, 3, seed=0), params=params, device=CPU)
+    scores = [h["val_target_map"] for h in result.history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    assert result.best_score == pytest.approx(max(scores))
