@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
-from drcl.atomic import atomic_path
 from drcl.errors import DrclError
+from drcl.tensor_files import read_tensor_metadata, save_tensors
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,7 @@ def embed(encoder: Encoder, features: np.ndarray | torch.Tensor, *, batch_size: 
 def save_encoder(encoder: Encoder, path: str | Path, **extra_metadata: str) -> None:
     """Write weights and spec as safetensors, atomically."""
     metadata = {k: str(v) for k, v in asdict(encoder.spec).items()} | extra_metadata
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    save_tensors(encoder.state_dict(), path, metadata)
 
 
 def load_encoder(path: str | Path, *, device: torch.device | str = "cpu") -> Encoder:
@@ -91,8 +89,7 @@ def load_encoder(path: str | Path, *, device: torch.device | str = "cpu") -> Enc
     if not path.is_file():
         raise DrclError(f"{path}: encoder weights not found")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
+        meta = read_tensor_metadata(path)
         spec = EncoderSpec(modality=meta["modality"], input_dim=int(meta["input_dim"]),
                            hidden_dim=int(meta["hidden_dim"]), common_dim=int(meta["common_dim"]))
         encoder = Encoder(spec)
@@ -104,5 +101,4 @@ def load_encoder(path: str | Path, *, device: torch.device | str = "cpu") -> Enc
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The spec and provenance stored beside an encoder's weights."""
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    return read_tensor_metadata(path)

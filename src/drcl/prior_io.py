@@ -6,11 +6,11 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from drcl.atomic import atomic_path
 from drcl.errors import DrclError
+from drcl.tensor_files import read_tensor_metadata, save_tensors
 
 
 def prior_checksum(prior: torch.Tensor) -> str:
@@ -19,9 +19,9 @@ def prior_checksum(prior: torch.Tensor) -> str:
 
 
 def save_prior(prior: torch.Tensor, path: str | Path, **metadata: str) -> None:
+    """Write W with its checksum and provenance, atomically."""
     meta = {k: str(v) for k, v in metadata.items()} | {"sha256": prior_checksum(prior)}
-    with atomic_path(path) as tmp:
-        save_file({"W": prior.detach().cpu().float().contiguous()}, str(tmp), metadata=meta)
+    save_tensors({"W": prior.float()}, path, meta)
 
 
 def load_prior(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
@@ -30,8 +30,7 @@ def load_prior(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
     if not path.is_file():
         raise DrclError(f"{path}: prior not found (run `drcl prior` first)")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
+        meta = read_tensor_metadata(path)
         prior = load_file(str(path))["W"]
     except (KeyError, OSError, RuntimeError, ValueError, SafetensorError) as exc:
         raise DrclError(f"{path}: not a valid prior file ({exc})") from None
