@@ -75,10 +75,15 @@ class ModelParams(_Strict):
 
 
 class PriorParams(_Strict):
-    """Stage 1: how the class prior W is obtained."""
+    """Stage 1: how the class prior W is obtained.
+
+    `score_split: val` scores each candidate on held-out items instead of the training items the
+    method uses, so a modality that merely memorises its training set does not win.
+    """
 
     method: Literal["spl", "orthogonal"] = "spl"
     spl_snapshot: Literal["best", "last"] = "best"
+    score_split: Literal["train", "val"] = "train"
     lr: PositiveFloat = 5e-4
 
 

@@ -2,7 +2,8 @@
 
 Every modality starts from the same random orthogonal W0; its encoder and its copy of W are
 trained together on the GCE label loss; the candidate's quality score is the mean softmax mass on
-the true classes over its training set. The baseline (`orthogonal`, as in SDML) uses W0 itself.
+the true classes over its training set (or its validation set, `prior.score_split: val`). The
+baseline (`orthogonal`, as in SDML) uses W0 itself.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
     optimizer = torch.optim.Adam([*encoder.parameters(), prior], lr=params.prior.lr,
                                  betas=(0.5, 0.999))
     x, y = split_tensors(data.train, device)
+    xs, ys = (x, y) if params.prior.score_split == "train" else split_tensors(data.val, device)
     batch = params.train.batch_size
     best = Candidate(modality=data.name, best_score=-1.0, best_epoch=0,
                      prior_best=prior.detach().clone(), prior_last=prior.detach().clone())
@@ -84,7 +86,7 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
             loss.backward()
             optimizer.step()
             loss_sum += float(loss.detach()) * idx.numel()
-        score = quality_score(encoder, prior.detach(), x, y, batch_size=batch)
+        score = quality_score(encoder, prior.detach(), xs, ys, batch_size=batch)
         best.history.append({"epoch": epoch, "loss": loss_sum / x.shape[0], "score": score})
         if score > best.best_score:
             best.best_score, best.best_epoch = score, epoch

@@ -91,3 +91,27 @@ def test_orthogonal_baseline_skips_spl(tiny_params):
     result = select_prior([], num_classes=3, params=params, device=torch.device("cpu"))
     assert result.chosen is None and result.candidates == {}
     assert torch.equal(result.prior, orthogonal_init(16, 3, seed=0))
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_quality_score_reads_the_configured_split(monkeypatch, tiny_params, synthetic_modality,
+                                                  split):
+    import drcl.prior as prior_module
+
+    seen = []
+    original = prior_module.quality_score
+
+    def spy(encoder, prior, features, labels, *, batch_size):
+        seen.append((features.clone(), labels.clone()))
+        return original(encoder, prior, features, labels, batch_size=batch_size)
+
+    monkeypatch.setattr(prior_module, "quality_score", spy)
+    data = synthetic_modality("m", dim=5, sizes=(40, 12, 10), classes=4, signal=1.0, seed=2)
+    params = tiny_params(**{"train.epochs": 2, "prior.score_split": split})
+    learn_candidate(data, orthogonal_init(16, 4, seed=0), params=params,
+                    device=torch.device("cpu"))
+    expected = getattr(data, split)
+    assert len(seen) == 2
+    for features, labels in seen:
+        assert torch.equal(features, torch.as_tensor(expected.features))
+        assert torch.equal(labels, torch.as_tensor(expected.labels))

@@ -1,0 +1,234 @@
+"""Retrieval quality of DRCL, its baselines and ablations, on validation and test data, per seed.
+
+    python benchmarks/quality/run.py DATASET [--seeds 0 1 2] [--variants ...] [--search]
+
+DATASET is `uci_mfeat` (the default data set), `wikipedia_lda` or `wikipedia_minilm` (the SVCL
+release linked at data/wikipedia, with the settings of params/wikipedia_*.yaml). Every run
+records MAP@all and MAP@50 of every direction on the validation split *and* the test split:
+choices are made on validation figures only (benchmarks/quality/report.py), test figures are
+reported. Results go to benchmarks/quality/results/DATASET.json, one entry per (variant, seed),
+written after each run, so an interrupted benchmark resumes where it stopped.
+
+`--search` runs the small validation search over the learning rate and the hidden width on
+seed 0 instead (entries named `search lr=... hidden=...`).
+
+The runs call the same library functions as the pipeline stages (select_prior, train_encoder,
+embed, direction_report), in memory and without tracking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from drcl.config import Params, parse_params
+from drcl.data.dataset import ModalityData, load_manifest, load_modality
+from drcl.data.prepare import prepare_dataset
+from drcl.metrics import direction_report
+from drcl.model import embed
+from drcl.prior import Candidate, PriorResult, select_prior
+from drcl.runtime import resolve_device
+from drcl.train import train_encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = {
+    "uci_mfeat": None,
+    "wikipedia_lda": ROOT / "params" / "wikipedia_lda.yaml",
+    "wikipedia_minilm": ROOT / "params" / "wikipedia_minilm.yaml",
+}
+VARIANTS: dict[str, dict[str, object]] = {
+    "drcl": {},
+    "orthogonal": {"prior.method": "orthogonal"},
+    "no_fa": {"train.use_fa": False},
+    "no_mrr": {"train.use_mrr": False},
+    "spl_last": {"prior.spl_snapshot": "last"},
+    "score_val": {"prior.score_split": "val"},
+    "select_target_map": {"train.selection": "target_map"},
+    "standardize_flipped": {},  # filled per data set: the opposite of its setting
+}
+SEARCH = [(lr, hidden) for lr in (1e-4, 3e-4, 1e-3) for hidden in (512, 1024)]
+
+
+def base_params(dataset: str) -> dict:
+    """The data set's params as the pipeline reads them (params.yaml or an override file)."""
+    path = DATASETS[dataset]
+    raw = yaml.safe_load((path or ROOT / "params.yaml").read_text())
+    raw.setdefault("tracking", {})["enabled"] = False
+    return raw
+
+
+def with_overrides(raw: dict, overrides: dict[str, object], seed: int) -> Params:
+    raw = json.loads(json.dumps(raw, default=str))
+    raw["seed"] = seed
+    for key, value in overrides.items():
+        node = raw
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return parse_params(raw, source=f"benchmark overrides {overrides}")
+
+
+def prepare(dataset: str, raw: dict, work: Path) -> tuple[list[ModalityData], bool]:
+    """Build the prepared data set the pipeline would (extraction first for MiniLM)."""
+    params = with_overrides(raw, {}, seed=0)
+    os.chdir(ROOT)  # the override files name data/wikipedia relative to the repository
+    if params.data.source == "extracted":
+        from drcl.extract.step import extract_dataset
+
+        extract_dataset(params.extract, seed=params.seed, split=params.data.split,
+                        device=params.device, out_dir=work / "extracted")
+        data_params = params.data.model_copy(update={"path": work / "extracted"})
+    else:
+        data_params = params.data
+    manifest = prepare_dataset(data_params, seed=params.seed, out_dir=work / "prepared")
+    return [load_modality(work / "prepared", m) for m in manifest.modalities], \
+        load_manifest(work / "prepared").multi_label
+
+
+def scores(embeddings: dict, labels: dict, *, k: int, multi_label: bool) -> dict:
+    report, _ = direction_report(embeddings, labels, k=k, multi_label=multi_label)
+    return report
+
+
+class PriorCache:
+    """SPL runs shared between variants that differ only after the prior (or in the snapshot)."""
+
+    def __init__(self) -> None:
+        self._candidates: dict[str, dict[str, Candidate]] = {}
+
+    def get(self, modalities: list[ModalityData], params: Params, device: torch.device,
+            num_classes: int) -> PriorResult:
+        if params.prior.method != "spl":
+            return select_prior(modalities, num_classes=num_classes, params=params,
+                                device=device)
+        key = json.dumps([params.seed, params.model.model_dump(),
+                          params.prior.model_dump(exclude={"spl_snapshot"}),
+                          params.train.epochs, params.train.batch_size], default=str)
+        if key not in self._candidates:
+            self._candidates[key] = select_prior(modalities, num_classes=num_classes,
+                                                 params=params, device=device).candidates
+        candidates = self._candidates[key]
+        winner = max(candidates.values(), key=lambda c: c.best_score)
+        return PriorResult(prior=winner.prior(params.prior.spl_snapshot).cpu(), method="spl",
+                           chosen=winner.modality, candidates=candidates)
+
+
+def run_drcl(modalities: list[ModalityData], params: Params, multi_label: bool,
+             cache: PriorCache) -> dict:
+    device = resolve_device(params.device)
+    num_classes = modalities[0].train.labels.shape[1]
+    start = time.perf_counter()
+    prior = cache.get(modalities, params, device, num_classes)
+    emb: dict[str, dict[str, torch.Tensor]] = {"val": {}, "test": {}}
+    for data in modalities:
+        result = train_encoder(data, prior.prior, params=params, device=device)
+        for split in emb:
+            emb[split][data.name] = embed(result.encoder, getattr(data, split).features,
+                                          device=device)
+    out = {split: scores(emb[split], {m.name: getattr(m, split).labels for m in modalities},
+                         k=params.evaluate.k, multi_label=multi_label) for split in emb}
+    out["chosen"] = prior.chosen
+    out["spl_scores"] = prior.summary()["scores"]
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def run_logistic(modalities: list[ModalityData], multi_label: bool, seed: int, k: int) -> dict:
+    """Per-modality logistic regression; class posteriors compared by cosine.
+
+    The inverse regularisation C is chosen per modality on validation accuracy.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    if multi_label:
+        raise SystemExit("the logistic-regression baseline handles single-label data only")
+    start = time.perf_counter()
+    posteriors: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
+    chosen_c = {}
+    for data in modalities:
+        scaler = StandardScaler().fit(data.train.features)
+        y = data.train.labels.argmax(axis=1)
+        fitted = []
+        for c in (0.01, 0.1, 1.0, 10.0):
+            model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+            model.fit(scaler.transform(data.train.features), y)
+            accuracy = model.score(scaler.transform(data.val.features),
+                                   data.val.labels.argmax(axis=1))
+            fitted.append((accuracy, c, model))
+        _, chosen_c[data.name], model = max(fitted, key=lambda f: (f[0], -f[1]))
+        classes = data.train.labels.shape[1]
+        for split in posteriors:
+            proba = np.zeros((getattr(data, split).features.shape[0], classes), np.float32)
+            proba[:, model.classes_] = model.predict_proba(
+                scaler.transform(getattr(data, split).features))
+            posteriors[split][data.name] = proba
+    out = {split: scores(posteriors[split], {m.name: getattr(m, split).labels
+                                             for m in modalities}, k=k, multi_label=False)
+           for split in posteriors}
+    out["chosen_c"] = chosen_c
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "logistic"],
+                        choices=[*VARIANTS, "logistic"])
+    parser.add_argument("--search", action="store_true",
+                        help="the validation search over lr and hidden width (seed 0)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: default")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    raw = base_params(args.dataset)
+    standardize = with_overrides(raw, {}, 0).model.standardize
+    variants = dict(VARIANTS, standardize_flipped={"model.standardize": not standardize})
+    if args.search:
+        runs = [(f"search lr={lr:g} hidden={hidden}", 0,
+                 {"train.lr": lr, "model.hidden_dim": hidden}) for lr, hidden in SEARCH]
+    else:
+        runs = [(name, seed, variants.get(name, {})) for name in args.variants
+                for seed in args.seeds]
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_path = RESULTS / f"{args.dataset}.json"
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    cache = PriorCache()
+    with tempfile.TemporaryDirectory() as tmp:
+        modalities, multi_label = prepare(args.dataset, raw, Path(tmp))
+        for name, seed, overrides in runs:
+            key = f"{name} seed={seed}"
+            if key in results:
+                continue
+            if name == "logistic":
+                entry = run_logistic(modalities, multi_label, seed, k=50)
+            else:
+                entry = run_drcl(modalities, with_overrides(raw, overrides, seed), multi_label,
+                                 cache)
+            entry.update(variant=name, seed=seed, overrides=overrides)
+            results[key] = entry
+            tmp_out = out_path.with_suffix(".json.tmp")
+            tmp_out.write_text(json.dumps(results, indent=1, sort_keys=True))
+            tmp_out.replace(out_path)
+            print(f"{args.dataset} {key}: val {entry['val']['map_all']['mean']:.4f} "
+                  f"test {entry['test']['map_all']['mean']:.4f} ({entry['seconds']:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
