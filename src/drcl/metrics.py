@@ -2,7 +2,7 @@
 
 The database is ranked for each query by cosine similarity. Queries go in blocks whose
 similarity matrix holds at most ``max_block_elements`` entries, so memory stays bounded however
-large the sets are; one stable sort per block serves every metric. Equal scores keep database
+large the sets are; one integer sort per block serves every metric. Equal scores keep database
 index order, so the results do not depend on the block size or the device.
 
 Relevance is a shared label (label dot product > 0), the same rule for single- and multi-label
@@ -13,6 +13,7 @@ mean, as the DRCL authors' evaluation does; on single-label data they score 0 an
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from drcl.errors import DrclError
 
 ArrayLike = np.ndarray | torch.Tensor
+_INT32_MIN = -(2**31)
 
 
 @dataclass(frozen=True)
@@ -47,19 +49,65 @@ class _BlockStats:
     hits_at_ranks: torch.Tensor  # (b, P) int64: relevant items within the top r, per PR rank
 
 
+def _sort_keys(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """One int64 key per item whose ascending order is the ranking, relevance in the lowest bit.
+
+    The high 32 bits map each float32 score to an int32 that sorts in descending score order;
+    the low 32 hold the database index (ties keep index order) and then the relevance bit.
+    Sorting these plain integers is several times faster than an argsort of the scores, and
+    the relevance needs no gather afterwards.
+    """
+    bits = scores.view(torch.int32)
+    order = bits ^ (~(bits >> 31) | _INT32_MIN)  # >= 0 scores: ~bits; < 0: the sign cleared
+    keys = order.to(torch.int64) << 32
+    keys |= torch.arange(scores.shape[1], device=scores.device, dtype=torch.int64) << 1
+    keys |= relevant
+    return keys
+
+
+def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
+    """Sort each row in place: numpy's vectorised sort on CPU (two halves in parallel)."""
+    if keys.device.type != "cpu":
+        return torch.sort(keys, dim=1).values
+    rows = keys.numpy()
+    halves = [rows[: len(rows) // 2], rows[len(rows) // 2:]]
+    if len(rows) > 1 and torch.get_num_threads() > 1:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda part: part.sort(axis=1), halves))
+    else:
+        rows.sort(axis=1)
+    return keys
+
+
 def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch.Tensor,
                 database_labels: torch.Tensor, k: int, ranks: torch.Tensor) -> _BlockStats:
-    """Rank the database for a block of (row-normalised) queries and gather the statistics."""
-    # + 0.0 turns -0.0 into +0.0: radix sorts on GPUs would otherwise order the two zeros
+    """Rank the database for a block of (row-normalised) queries and gather the statistics.
+
+    Only the relevant items of each ranked list are visited: their positions give the hit
+    counts, the precision at every hit and the hits within each cut-off.
+    """
+    b, n = query.shape[0], database.shape[0]
+    # + 0.0 turns -0.0 into +0.0, so the two zeros tie
     scores = query @ database.T + 0.0
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    relevant = (query_labels @ database_labels.T > 0).gather(1, order)
-    hits = relevant.cumsum(dim=1)
-    positions = torch.arange(1, scores.shape[1] + 1, dtype=torch.float64, device=scores.device)
-    gain = torch.where(relevant, hits / positions, 0.0)
-    return _BlockStats(gain_all=gain.sum(dim=1), gain_k=gain[:, :k].sum(dim=1),
-                       hits_all=hits[:, -1], hits_k=hits[:, k - 1],
-                       hits_at_ranks=hits[:, ranks - 1])
+    relevant = query_labels @ database_labels.T > 0
+    keys = _sort_rows(_sort_keys(scores, relevant))
+    del scores, relevant
+    flat = (keys.view(-1) & 1).nonzero().squeeze(1)
+    del keys
+    row = flat // n
+    position = flat - row * n + 1  # 1-based rank of each relevant item
+    hits_all = torch.bincount(row, minlength=b)
+    first = hits_all.cumsum(0) - hits_all
+    hit = torch.arange(1, row.numel() + 1, device=row.device) - first[row]
+    precision = hit.double() / position.double()
+    top = position <= k
+    zeros = torch.zeros(b, dtype=torch.float64, device=row.device)
+    bucket = torch.searchsorted(ranks, position)  # the first PR rank that includes the item
+    per_bucket = torch.bincount(row * len(ranks) + bucket, minlength=b * len(ranks))
+    return _BlockStats(gain_all=zeros.index_add(0, row, precision),
+                       gain_k=zeros.index_add(0, row[top], precision[top]),
+                       hits_all=hits_all, hits_k=torch.bincount(row[top], minlength=b),
+                       hits_at_ranks=per_bucket.view(b, len(ranks)).cumsum(1))
 
 
 def _pr_ranks(n_database: int, points: int) -> np.ndarray:
@@ -96,6 +144,8 @@ def _check_shapes(query: torch.Tensor, query_labels: torch.Tensor, database: tor
     if query_labels.shape[1] != database_labels.shape[1]:
         raise DrclError(f"database_labels has {database_labels.shape[1]} classes but "
                         f"query_labels has {query_labels.shape[1]}")
+    if database.shape[0] >= 2**31:
+        raise DrclError(f"database has {database.shape[0]} rows; at most 2**31 - 1 are supported")
     if k < 1:
         raise DrclError(f"k must be at least 1, got {k}")
     if points < 1:

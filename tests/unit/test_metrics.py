@@ -184,10 +184,17 @@ def test_hand_example_pr_curve():
 
 # --- ties are broken by database index --------------------------------------------------------
 
-def test_torch_stable_sort_keeps_index_order_among_ties():
-    scores = torch.tensor([[1.0, 2.0, 1.0, 2.0, 1.0, 0.0, 2.0]])
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    assert order.tolist() == [[1, 3, 6, 0, 2, 4, 5]]
+def test_sort_keys_order_like_a_stable_descending_sort():
+    # negatives, both zeros, ties, subnormals and the extremes of float32
+    special = [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 0.5, 0.5, -0.5, -0.5]
+    rng = np.random.default_rng(0)
+    scores = torch.tensor([special + rng.choice([-2.0, -1.0, 0.0, 0.25, 1.0], 30).tolist(),
+                           rng.standard_normal(42).tolist()], dtype=torch.float32) + 0.0
+    relevant = torch.as_tensor(rng.random((2, 42)) < 0.5)
+    keys = metrics._sort_rows(metrics._sort_keys(scores, relevant))
+    expected = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    assert torch.equal((keys >> 1) & (2**31 - 1), expected)
+    assert torch.equal(keys & 1, relevant.gather(1, expected).long())
 
 
 @pytest.mark.parametrize("relevant_index", [0, 1])
