@@ -37,11 +37,11 @@ def quality_score(encoder: Encoder, prior: torch.Tensor, features: torch.Tensor,
                   labels: torch.Tensor, *, batch_size: int) -> float:
     """S = mean_i sum_c y_ic softmax(f_i W)_c: how much probability lands on the true classes."""
     encoder.eval()
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=features.device)
     for rows in ordered_batches(features.shape[0], batch_size):
         p = torch.softmax(encoder(features[rows]) @ prior, dim=1)
-        total += float((labels[rows] * p).sum())
-    return total / features.shape[0]
+        total += (labels[rows] * p).sum().double()
+    return float(total) / features.shape[0]
 
 
 @dataclass
@@ -79,15 +79,16 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
                           total=params.train.epochs):
         q = gce_q(epoch)
         encoder.train()
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for idx in shuffled_batches(x.shape[0], batch, gen, device):
             loss = generalized_cross_entropy(encoder(x[idx]) @ prior, y[idx], q)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * idx.numel()
+            loss_sum += loss.detach().double() * idx.numel()  # no host sync per step
         score = quality_score(encoder, prior.detach(), xs, ys, batch_size=batch)
-        best.history.append({"epoch": epoch, "loss": loss_sum / x.shape[0], "score": score})
+        best.history.append({"epoch": epoch, "loss": float(loss_sum) / x.shape[0],
+                             "score": score})
         if score > best.best_score:
             best.best_score, best.best_epoch = score, epoch
             best.prior_best = prior.detach().clone()

@@ -22,6 +22,8 @@ from drcl.metrics import mean_average_precision
 from drcl.model import Encoder, EncoderSpec, input_statistics
 from drcl.runtime import seed_everything, stage_seed
 
+_PARTS = ("loss", "label", "structure", "mse")
+
 
 def prior_pseudo_inverse(prior: torch.Tensor) -> torch.Tensor:
     """W_pinv (C x d) with W_pinv W = I_C; computed once per training run."""
@@ -75,7 +77,8 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     for epoch in progress(range(1, cfg.epochs + 1), desc=f"RSC {data.name}", total=cfg.epochs):
         q = gce_q(epoch)
         encoder.train()
-        sums = {"loss": 0.0, "label": 0.0, "structure": 0.0, "mse": 0.0}
+        # summed on the device and read once per epoch: no host sync inside the step loop
+        sums = torch.zeros(4, dtype=torch.float64, device=device)
         for idx in shuffled_batches(x.shape[0], cfg.batch_size, gen, device):
             f, lab = encoder(x[idx]), y[idx]
             if cfg.use_fa:
@@ -86,14 +89,13 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
-            n = idx.numel()
-            sums["loss"] += float(loss.total.detach()) * n
-            sums["label"] += float(loss.label.detach()) * n
-            sums["structure"] += float(loss.structure.detach()) * n
-            sums["mse"] += float(loss.mse.detach()) * n
+            parts = torch.stack([loss.total, loss.label, loss.structure, loss.mse]).detach()
+            sums += parts.double() * idx.numel()
         val_loss = validation_loss(encoder, xv, yv, w, w_pinv, q=q, batch_size=cfg.batch_size,
                                    **loss_args)
-        record = {"epoch": epoch, "q": q, **{f"train_{k}": v / x.shape[0] for k, v in sums.items()},
+        means = (sums / x.shape[0]).tolist()
+        record = {"epoch": epoch, "q": q,
+                  **{f"train_{k}": v for k, v in zip(_PARTS, means, strict=True)},
                   "val_loss": val_loss}
         if cfg.selection == "target_map":
             record["val_target_map"] = target_map(encoder, xv, yv, w_pinv,
@@ -135,8 +137,8 @@ def validation_loss(encoder: Encoder, x: torch.Tensor, y: torch.Tensor, prior: t
                     prior_pinv: torch.Tensor, *, q: float, batch_size: int, **loss_args) -> float:
     """The training objective without mixup, averaged over validation batches (bounded memory)."""
     encoder.eval()
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
     for rows in ordered_batches(x.shape[0], batch_size):
         loss = rsc_loss(encoder(x[rows]), y[rows], prior, prior_pinv, q=q, **loss_args)
-        total += float(loss.total) * (rows.stop - rows.start)
-    return total / x.shape[0]
+        total += loss.total.double() * (rows.stop - rows.start)
+    return float(total) / x.shape[0]
