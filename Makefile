@@ -6,7 +6,7 @@ STAMP := $(VENV)/.drcl-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lint clean
+.PHONY: setup repro test lint bench bench-quality clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,18 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests components pipelines
+
+# Speed benchmarks (minutes on a 2-core CPU); figures in benchmarks/speed/RESULTS.md.
+bench: setup
+	$(BIN)/python benchmarks/speed/evaluation.py
+	$(BIN)/python benchmarks/speed/training.py
+	$(BIN)/python benchmarks/speed/pipeline.py
+
+# Quality tables (about 1.5 hours on a 2-core CPU; Wikipedia needs data/wikipedia, see README).
+bench-quality: setup
+	for d in uci_mfeat wikipedia_lda wikipedia_minilm; do \
+		$(BIN)/python benchmarks/quality/run.py $$d || exit 1; done
+	$(BIN)/python benchmarks/quality/report.py
 
 clean:
 	rm -rf data/prepared models metrics plots

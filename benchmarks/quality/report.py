@@ -1,0 +1,139 @@
+"""Tables from benchmarks/quality/results/*.json: benchmarks/quality/RESULTS.md.
+
+    python benchmarks/quality/report.py
+
+Means and standard deviations are over seeds. The `default?` verdicts compare validation means
+only: a change from the method's defaults counts as a win on a data set when its validation
+MAP@all beats the default's by more than the default's seed standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TITLES = {
+    "uci_mfeat": "UCI Multiple Features (6 modalities, 30 directions, 400 test items each)",
+    "wikipedia_lda": "Wikipedia, SIFT image + LDA text (462 test pairs)",
+    "wikipedia_minilm": "Wikipedia, SIFT image + MiniLM text (462 test pairs)",
+}
+LABELS = {
+    "drcl": "DRCL (`prior.method: spl`)",
+    "orthogonal": "orthogonal prior (SDML)",
+    "no_fa": "DRCL without FA (`train.use_fa: false`)",
+    "no_mrr": "DRCL without MRR (`train.use_mrr: false`)",
+    "spl_last": "DRCL, `prior.spl_snapshot: last`",
+    "score_val": "DRCL, `prior.score_split: val`",
+    "select_target_map": "DRCL, `train.selection: target_map`",
+    "standardize_flipped": "DRCL, standardisation flipped",
+    "logistic": "logistic regression posteriors",
+}
+CHANGES = ("score_val", "select_target_map", "standardize_flipped")
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def grouped(results: dict) -> dict[str, list[dict]]:
+    by_variant: dict[str, list[dict]] = defaultdict(list)
+    for entry in results.values():
+        by_variant[entry["variant"]].append(entry)
+    return by_variant
+
+
+def summary_table(by_variant: dict[str, list[dict]]) -> list[str]:
+    lines = ["| method | seeds | val MAP@all | test MAP@all | test MAP@50 | SPL chose |",
+             "|---|---|---|---|---|---|"]
+    for variant, label in LABELS.items():
+        runs = by_variant.get(variant)
+        if not runs:
+            continue
+        chosen = sorted({r["chosen"] for r in runs if r.get("chosen")})
+        lines.append(
+            f"| {label} | {len(runs)} | {mean_std([r['val']['map_all']['mean'] for r in runs])} | "
+            f"{mean_std([r['test']['map_all']['mean'] for r in runs])} | "
+            f"{mean_std([r['test']['map_at_50']['mean'] for r in runs])} | "
+            f"{', '.join(chosen) or '–'} |")
+    return lines
+
+
+def direction_table(by_variant: dict[str, list[dict]], metric: str) -> list[str]:
+    variants = [v for v in LABELS if v in by_variant]
+    directions = [d for d in by_variant["drcl"][0]["test"][metric] if d != "mean"]
+    lines = ["| direction | " + " | ".join(variants) + " |",
+             "|---|" + "---|" * len(variants)]
+    for direction in [*directions, "mean"]:
+        cells = [statistics.mean(r["test"][metric][direction] for r in by_variant[v])
+                 for v in variants]
+        lines.append(f"| {direction} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return lines
+
+
+def search_table(by_variant: dict[str, list[dict]]) -> list[str]:
+    runs = sorted((r for v, rs in by_variant.items() if v.startswith("search") for r in rs),
+                  key=lambda r: r["variant"])
+    if not runs:
+        return []
+    lines = ["| setting (seed 0) | val MAP@all |", "|---|---|"]
+    lines += [f"| {r['variant'].removeprefix('search ')} | {r['val']['map_all']['mean']:.4f} |"
+              for r in runs]
+    return lines
+
+
+def verdicts(all_results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    lines = ["| change | " + " | ".join(all_results) + " | wins everywhere |",
+             "|---|" + "---|" * (len(all_results) + 1)]
+    for change in CHANGES:
+        cells, wins = [], []
+        for by_variant in all_results.values():
+            base = [r["val"]["map_all"]["mean"] for r in by_variant.get("drcl", [])]
+            other = [r["val"]["map_all"]["mean"] for r in by_variant.get(change, [])]
+            if len(base) < 2 or not other:
+                cells.append("–")
+                continue
+            gain = statistics.mean(other) - statistics.mean(base)
+            wins.append(gain > statistics.stdev(base))
+            cells.append(f"{gain:+.4f}")
+        verdict = "yes" if wins and all(wins) and len(wins) == len(all_results) else "no"
+        lines.append(f"| {LABELS[change]} | " + " | ".join(cells) + f" | {verdict} |")
+    return lines
+
+
+def main() -> None:
+    all_results = {}
+    for name in TITLES:
+        path = HERE / "results" / f"{name}.json"
+        if path.exists():
+            all_results[name] = grouped(json.loads(path.read_text()))
+    out = ["# Retrieval quality", "",
+           f"Made by `benchmarks/quality/run.py` and `benchmarks/quality/report.py` on "
+           f"{date.today().isoformat()} ({platform.machine()} CPU, torch). Means ± standard "
+           "deviations over seeds 0, 1, 2; validation figures choose, test figures report.", ""]
+    for name, by_variant in all_results.items():
+        out += [f"## {TITLES[name]}", "", *summary_table(by_variant), ""]
+        search = search_table(by_variant)
+        if search:
+            out += ["Validation search over the learning rate and hidden width:", "",
+                    *search, ""]
+        if "drcl" in by_variant:
+            for metric, title in (("map_all", "MAP@all"), ("map_at_50", "MAP@50")):
+                out += [f"Test {title} per direction (mean over seeds):", "",
+                        *direction_table(by_variant, metric), ""]
+    out += ["## Changes from the method, judged on validation data", "",
+            "Gain in validation MAP@all over DRCL's defaults (mean over seeds); a win needs more "
+            "than the defaults' seed standard deviation.", "", *verdicts(all_results), ""]
+    tmp = HERE / "RESULTS.md.tmp"
+    tmp.write_text("\n".join(out))
+    tmp.replace(HERE / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
