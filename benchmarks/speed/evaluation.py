@@ -7,9 +7,11 @@ Each measurement runs in a fresh subprocess, so its peak resident memory (ru_max
 torch allocations are invisible to tracemalloc. On CUDA the peak allocated device memory is
 reported as well. The loop baseline is what retrieval papers' evaluation scripts usually do:
 one full argsort of the whole query x database distance matrix, then a Python walk down every
-ranked list adding precision at each relevant position. Its matrices grow as n^2 (a 50k x 50k
-problem needs about 10 GB for the float32 distances plus 20 GB for the int64 argsort), so it is
-run only up to --loop-max. Both sides get the same float32 unit embeddings and must agree to 1e-6.
+ranked list adding precision at each relevant position (numpy's default argsort, so ties may
+fall in any order; the synthetic scores have practically none). Its matrices grow as n^2 (a
+50k x 50k problem needs about 10 GB for the float32 distances plus 20 GB for the int64
+argsort), so it is run only up to --loop-max. Both sides get the same float32 unit embeddings
+and must agree to 1e-6.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def loop_map(query: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
              database_labels: np.ndarray) -> float:
     """The usual research code: argsort the full distance matrix, walk each ranked list."""
     distances = 1.0 - query @ database.T  # cosine distance of unit vectors, n x n float32
-    ranked = np.argsort(distances, axis=1, kind="stable")  # n x n int64
+    ranked = np.argsort(distances, axis=1)  # n x n int64, numpy's default sort as such code uses
     aps = []
     for i in range(query.shape[0]):
         order = ranked[i]

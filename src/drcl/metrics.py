@@ -66,16 +66,10 @@ def _sort_keys(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
 
 
 def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
-    """Sort each row in place: numpy's vectorised sort on CPU (two halves in parallel)."""
+    """Sort each row in place: numpy's vectorised integer sort on CPU, torch's on GPUs."""
     if keys.device.type != "cpu":
         return torch.sort(keys, dim=1).values
-    rows = keys.numpy()
-    halves = [rows[: len(rows) // 2], rows[len(rows) // 2:]]
-    if len(rows) > 1 and torch.get_num_threads() > 1:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda part: part.sort(axis=1), halves))
-    else:
-        rows.sort(axis=1)
+    keys.numpy().sort(axis=1)
     return keys
 
 
@@ -165,7 +159,7 @@ def _mean_ap(gain: torch.Tensor, hits: torch.Tensor, multi_label: bool) -> float
 def evaluate_direction(query: ArrayLike, query_labels: ArrayLike, database: ArrayLike,
                        database_labels: ArrayLike, *, k: int = 50, multi_label: bool = False,
                        points: int = 100, query_chunk: int = 1024,
-                       max_block_elements: int = 2**24,
+                       max_block_elements: int = 2**20,
                        device: torch.device | str | None = None) -> DirectionMetrics:
     """MAP@all, MAP@k and the PR curve of queries against a database, from one ranking.
 
@@ -187,8 +181,17 @@ def evaluate_direction(query: ArrayLike, query_labels: ArrayLike, database: Arra
     ranks_t = torch.as_tensor(ranks, device=device)
     q, db = F.normalize(q, dim=1), F.normalize(db, dim=1)
     block = max(1, min(query_chunk, max_block_elements // n_database))
-    stats = [_rank_block(q[s:s + block], q_labels[s:s + block], db, db_labels, k, ranks_t)
-             for s in range(0, q.shape[0], block)]
+    starts = range(0, q.shape[0], block)
+
+    def rank(s: int) -> _BlockStats:
+        return _rank_block(q[s:s + block], q_labels[s:s + block], db, db_labels, k, ranks_t)
+
+    # numpy's sort is single-threaded: on CPU two blocks go at once (two blocks of memory)
+    if device.type == "cpu" and len(starts) > 1 and torch.get_num_threads() > 1:
+        with ThreadPoolExecutor(2) as pool:
+            stats = list(pool.map(rank, starts))
+    else:
+        stats = [rank(s) for s in starts]
 
     hits_all = torch.cat([s.hits_all for s in stats])
     hits_at_ranks = torch.cat([s.hits_at_ranks for s in stats]).double()
@@ -204,7 +207,7 @@ def evaluate_direction(query: ArrayLike, query_labels: ArrayLike, database: Arra
 def mean_average_precision(query: ArrayLike, query_labels: ArrayLike, database: ArrayLike,
                            database_labels: ArrayLike, *, k: int | None = None,
                            multi_label: bool = False, query_chunk: int = 1024,
-                           max_block_elements: int = 2**24,
+                           max_block_elements: int = 2**20,
                            device: torch.device | str | None = None) -> float:
     """MAP at cut-off ``k``; k=None means @all. The ranking of evaluate_direction, MAP alone."""
     cutoff = len(database) if k is None else k

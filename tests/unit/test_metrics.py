@@ -135,10 +135,10 @@ def test_blocks_are_bounded(monkeypatch):
     monkeypatch.setattr(metrics, "_rank_block", spy)
     q, ql, db, dl = make_data(0, False)
     evaluate_direction(q, ql, db, dl, max_block_elements=ND * 5)
-    assert [rows for rows, _ in seen] == [5, 5, 5, 5, 3]
+    assert sorted(rows for rows, _ in seen) == [3, 5, 5, 5, 5]
     seen.clear()
     evaluate_direction(q, ql, db, dl, query_chunk=7)
-    assert [rows for rows, _ in seen] == [7, 7, 7, 2]
+    assert sorted(rows for rows, _ in seen) == [2, 7, 7, 7]
     seen.clear()
     evaluate_direction(q, ql, db, dl, max_block_elements=1)
     assert [rows for rows, _ in seen] == [1] * NQ
