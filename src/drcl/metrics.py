@@ -12,6 +12,7 @@ mean, as the DRCL authors' evaluation does; on single-label data they score 0 an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,19 +50,37 @@ class _BlockStats:
     hits_at_ranks: torch.Tensor  # (b, P) int64: relevant items within the top r, per PR rank
 
 
-def _sort_keys(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+class _Workspace:
+    """Block-sized buffers that every block one thread ranks reuses.
+
+    Allocating them afresh per block fragments the C heap: peak memory then grows with the
+    number of blocks instead of staying at a few blocks' worth.
+    """
+
+    def __init__(self, rows: int, n_database: int, device: torch.device) -> None:
+        self.scores = torch.empty(rows, n_database, device=device)
+        self.order = torch.empty(rows, n_database, dtype=torch.int32, device=device)
+        self.relevant = torch.empty(rows, n_database, dtype=torch.bool, device=device)
+        self.keys = torch.empty(rows, n_database, dtype=torch.int64, device=device)
+        self.index = torch.arange(n_database, dtype=torch.int64, device=device) << 1
+
+
+def _sort_keys(scores: torch.Tensor, relevant: torch.Tensor, work: _Workspace) -> torch.Tensor:
     """One int64 key per item whose ascending order is the ranking, relevance in the lowest bit.
 
     The high 32 bits map each float32 score to an int32 that sorts in descending score order;
     the low 32 hold the database index (ties keep index order) and then the relevance bit.
     Sorting these plain integers is several times faster than an argsort of the scores, and
-    the relevance needs no gather afterwards.
+    the relevance needs no gather afterwards. Built in ``work``'s buffers, in place.
     """
+    rows = scores.shape[0]
     bits = scores.view(torch.int32)
-    order = bits ^ (~(bits >> 31) | _INT32_MIN)  # >= 0 scores: ~bits; < 0: the sign cleared
-    keys = order.to(torch.int64) << 32
-    keys |= torch.arange(scores.shape[1], device=scores.device, dtype=torch.int64) << 1
-    keys |= relevant
+    order = torch.bitwise_right_shift(bits, 31, out=work.order[:rows])
+    # >= 0 scores: ~bits; < 0 scores: bits with the sign cleared
+    order.bitwise_not_().bitwise_or_(_INT32_MIN).bitwise_xor_(bits)
+    keys = work.keys[:rows]
+    keys.copy_(order)
+    keys.bitwise_left_shift_(32).bitwise_or_(work.index).bitwise_or_(relevant)
     return keys
 
 
@@ -74,20 +93,20 @@ def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
 
 
 def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch.Tensor,
-                database_labels: torch.Tensor, k: int, ranks: torch.Tensor) -> _BlockStats:
+                database_labels: torch.Tensor, k: int, ranks: torch.Tensor,
+                work: _Workspace | None = None) -> _BlockStats:
     """Rank the database for a block of (row-normalised) queries and gather the statistics.
 
     Only the relevant items of each ranked list are visited: their positions give the hit
     counts, the precision at every hit and the hits within each cut-off.
     """
     b, n = query.shape[0], database.shape[0]
-    # + 0.0 turns -0.0 into +0.0, so the two zeros tie
-    scores = query @ database.T + 0.0
-    relevant = query_labels @ database_labels.T > 0
-    keys = _sort_rows(_sort_keys(scores, relevant))
-    del scores, relevant
-    flat = (keys.view(-1) & 1).nonzero().squeeze(1)
-    del keys
+    work = work or _Workspace(b, n, query.device)
+    scores = torch.matmul(query, database.T, out=work.scores[:b])
+    scores += 0.0  # turns -0.0 into +0.0, so the two zeros tie
+    torch.gt(query_labels @ database_labels.T, 0, out=work.relevant[:b])
+    keys = _sort_rows(_sort_keys(scores, work.relevant[:b], work))
+    flat = keys.view(-1).bitwise_and_(1).nonzero().squeeze(1)
     row = flat // n
     position = flat - row * n + 1  # 1-based rank of each relevant item
     hits_all = torch.bincount(row, minlength=b)
@@ -183,8 +202,13 @@ def evaluate_direction(query: ArrayLike, query_labels: ArrayLike, database: Arra
     block = max(1, min(query_chunk, max_block_elements // n_database))
     starts = range(0, q.shape[0], block)
 
+    local = threading.local()
+
     def rank(s: int) -> _BlockStats:
-        return _rank_block(q[s:s + block], q_labels[s:s + block], db, db_labels, k, ranks_t)
+        if not hasattr(local, "work"):
+            local.work = _Workspace(block, n_database, device)
+        return _rank_block(q[s:s + block], q_labels[s:s + block], db, db_labels, k, ranks_t,
+                           local.work)
 
     # numpy's sort is single-threaded: on CPU two blocks go at once (two blocks of memory)
     if device.type == "cpu" and len(starts) > 1 and torch.get_num_threads() > 1:

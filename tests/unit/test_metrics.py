@@ -191,7 +191,8 @@ def test_sort_keys_order_like_a_stable_descending_sort():
     scores = torch.tensor([special + rng.choice([-2.0, -1.0, 0.0, 0.25, 1.0], 30).tolist(),
                            rng.standard_normal(42).tolist()], dtype=torch.float32) + 0.0
     relevant = torch.as_tensor(rng.random((2, 42)) < 0.5)
-    keys = metrics._sort_rows(metrics._sort_keys(scores, relevant))
+    work = metrics._Workspace(2, 42, torch.device("cpu"))
+    keys = metrics._sort_rows(metrics._sort_keys(scores, relevant, work))
     expected = torch.sort(scores, dim=1, descending=True, stable=True).indices
     assert torch.equal((keys >> 1) & (2**31 - 1), expected)
     assert torch.equal(keys & 1, relevant.gather(1, expected).long())
