@@ -12,6 +12,9 @@ mean, as the DRCL authors' evaluation does; on single-label data they score 0 an
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -65,23 +68,37 @@ class _Workspace:
         self.index = torch.arange(n_database, dtype=torch.int64, device=device) << 1
 
 
-def _sort_keys(scores: torch.Tensor, relevant: torch.Tensor, work: _Workspace) -> torch.Tensor:
+def _score_order(scores: torch.Tensor, work: _Workspace) -> torch.Tensor:
+    """Map float32 scores to int32s that sort ascending in descending score order."""
+    bits = scores.view(torch.int32)
+    order = torch.bitwise_right_shift(bits, 31, out=work.order[:scores.shape[0]])
+    # >= 0 scores: ~bits; < 0 scores: bits with the sign cleared
+    return order.bitwise_not_().bitwise_or_(_INT32_MIN).bitwise_xor_(bits)
+
+
+def _sort_keys(order: torch.Tensor, relevant: torch.Tensor, work: _Workspace) -> torch.Tensor:
     """One int64 key per item whose ascending order is the ranking, relevance in the lowest bit.
 
-    The high 32 bits map each float32 score to an int32 that sorts in descending score order;
-    the low 32 hold the database index (ties keep index order) and then the relevance bit.
-    Sorting these plain integers is several times faster than an argsort of the scores, and
-    the relevance needs no gather afterwards. Built in ``work``'s buffers, in place.
+    The high 32 bits are the score order (_score_order); the low 32 hold the database index
+    (ties keep index order) and then the relevance bit. Sorting these plain integers is several
+    times faster than an argsort of the scores, and the relevance needs no gather afterwards.
+    Built in ``work``'s buffers, in place.
     """
-    rows = scores.shape[0]
-    bits = scores.view(torch.int32)
-    order = torch.bitwise_right_shift(bits, 31, out=work.order[:rows])
-    # >= 0 scores: ~bits; < 0 scores: bits with the sign cleared
-    order.bitwise_not_().bitwise_or_(_INT32_MIN).bitwise_xor_(bits)
-    keys = work.keys[:rows]
+    keys = work.keys[:order.shape[0]]
     keys.copy_(order)
-    keys.bitwise_left_shift_(32).bitwise_or_(work.index).bitwise_or_(relevant)
-    return keys
+    return keys.bitwise_left_shift_(32).bitwise_or_(work.index).bitwise_or_(relevant)
+
+
+_TRIM_EVERY = 16
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc): the per-block arrays of relevant items
+    vary in size, and without this the heap's holes make peak memory grow with the blocks."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
@@ -104,8 +121,10 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
     work = work or _Workspace(b, n, query.device)
     scores = torch.matmul(query, database.T, out=work.scores[:b])
     scores += 0.0  # turns -0.0 into +0.0, so the two zeros tie
-    torch.gt(query_labels @ database_labels.T, 0, out=work.relevant[:b])
-    keys = _sort_rows(_sort_keys(scores, work.relevant[:b], work))
+    order = _score_order(scores, work)
+    shared = torch.matmul(query_labels, database_labels.T, out=scores)  # scores are used up
+    relevant = torch.gt(shared, 0, out=work.relevant[:b])
+    keys = _sort_rows(_sort_keys(order, relevant, work))
     flat = keys.view(-1).bitwise_and_(1).nonzero().squeeze(1)
     row = flat // n
     position = flat - row * n + 1  # 1-based rank of each relevant item
@@ -206,7 +225,10 @@ def evaluate_direction(query: ArrayLike, query_labels: ArrayLike, database: Arra
 
     def rank(s: int) -> _BlockStats:
         if not hasattr(local, "work"):
-            local.work = _Workspace(block, n_database, device)
+            local.work, local.count = _Workspace(block, n_database, device), 0
+        local.count += 1
+        if local.count % _TRIM_EVERY == 0:
+            _return_freed_memory()
         return _rank_block(q[s:s + block], q_labels[s:s + block], db, db_labels, k, ranks_t,
                            local.work)
 

@@ -192,7 +192,8 @@ def test_sort_keys_order_like_a_stable_descending_sort():
                            rng.standard_normal(42).tolist()], dtype=torch.float32) + 0.0
     relevant = torch.as_tensor(rng.random((2, 42)) < 0.5)
     work = metrics._Workspace(2, 42, torch.device("cpu"))
-    keys = metrics._sort_rows(metrics._sort_keys(scores, relevant, work))
+    order = metrics._score_order(scores.clone(), work)
+    keys = metrics._sort_rows(metrics._sort_keys(order, relevant, work))
     expected = torch.sort(scores, dim=1, descending=True, stable=True).indices
     assert torch.equal((keys >> 1) & (2**31 - 1), expected)
     assert torch.equal(keys & 1, relevant.gather(1, expected).long())
