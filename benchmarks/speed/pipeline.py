@@ -2,9 +2,10 @@
 
     python benchmarks/speed/pipeline.py [--json out.json]
 
-Runs `dvc repro --force dvc.yaml` in the repository (every stage re-runs; the outputs are deterministic,
-so they come out the same) and times each stage from the moment DVC announces it to the next
-announcement (the last one ends when DVC exits, so it includes DVC's final bookkeeping).
+Runs `dvc repro --force dvc.yaml` in the repository (every stage re-runs; the outputs are
+deterministic, so they come out the same) and times each stage from the moment DVC announces
+it to the next announcement (the last one ends when DVC exits, so it includes DVC's final
+bookkeeping).
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the timings to this file")
     args = parser.parse_args()
-    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
+    bin_dir = str(Path(sys.executable).parent)  # the stages call `drcl` from this environment
+    env = dict(os.environ, PATH=os.pathsep.join([bin_dir, os.environ.get("PATH", "")]))
+    dvc = shutil.which("dvc", path=bin_dir) or "dvc"
     start = time.perf_counter()
     marks: list[tuple[str, float]] = [("(dvc start-up)", 0.0)]
-    with subprocess.Popen([dvc, "repro", "--force", "dvc.yaml"], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as proc:
+    with subprocess.Popen([dvc, "repro", "--force", "dvc.yaml"], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             found = ANNOUNCE.search(line)
