@@ -35,6 +35,7 @@ def test_defaults_follow_the_method():
     ({"train": {"lr_per_modality": {"img": -1}}}, "train.lr_per_modality.img"),
     ({"prior": {"method": "random"}}, "prior.method"),
     ({"prior": {"spl_snapshot": "first"}}, "prior.spl_snapshot"),
+    ({"prior": {"score_split": "test"}}, "prior.score_split"),
     ({"model": {"common_dim": 0}}, "model.common_dim"),
     ({"model": {"standardise": True}}, "model.standardise: unknown key"),
     ({"device": "gpu"}, "device"),
