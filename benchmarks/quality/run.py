@@ -33,6 +33,7 @@ import yaml
 from drcl.config import Params, parse_params
 from drcl.data.dataset import ModalityData, load_manifest, load_modality
 from drcl.data.prepare import prepare_dataset
+from drcl.errors import DrclError
 from drcl.metrics import direction_report
 from drcl.model import embed
 from drcl.prior import Candidate, PriorResult, select_prior
@@ -231,4 +232,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DrclError as exc:  # bad data or params: the library's one-line message, exit 1
+        sys.exit(f"error: {exc}")
