@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from drcl.errors import DrclError
 
 ArrayLike = np.ndarray | torch.Tensor
-_INT32_MIN = -(2**31)
 
 
 @dataclass(frozen=True)
@@ -62,31 +61,35 @@ class _Workspace:
 
     def __init__(self, rows: int, n_database: int, device: torch.device) -> None:
         self.scores = torch.empty(rows, n_database, device=device)
-        self.order = torch.empty(rows, n_database, dtype=torch.int32, device=device)
+        self.spare = torch.empty(rows, n_database, dtype=torch.int32, device=device)
         self.relevant = torch.empty(rows, n_database, dtype=torch.bool, device=device)
-        self.keys = torch.empty(rows, n_database, dtype=torch.int64, device=device)
-        self.index = torch.arange(n_database, dtype=torch.int64, device=device) << 1
 
 
-def _score_order(scores: torch.Tensor, work: _Workspace) -> torch.Tensor:
-    """Map float32 scores to int32s that sort ascending in descending score order."""
-    bits = scores.view(torch.int32)
-    order = torch.bitwise_right_shift(bits, 31, out=work.order[:scores.shape[0]])
-    # >= 0 scores: ~bits; < 0 scores: bits with the sign cleared
-    return order.bitwise_not_().bitwise_or_(_INT32_MIN).bitwise_xor_(bits)
+def _sort_keys(scores: torch.Tensor, relevant: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
+    """One int32 key per item, ascending in score order, with the relevance in the lowest bit.
 
-
-def _sort_keys(order: torch.Tensor, relevant: torch.Tensor, work: _Workspace) -> torch.Tensor:
-    """One int64 key per item whose ascending order is the ranking, relevance in the lowest bit.
-
-    The high 32 bits are the score order (_score_order); the low 32 hold the database index
-    (ties keep index order) and then the relevance bit. Sorting these plain integers is several
-    times faster than an argsort of the scores, and the relevance needs no gather afterwards.
-    Built in ``work``'s buffers, in place.
+    Cosines of unit vectors lie well inside (-2, 2), where a float32's bit pattern needs 31
+    bits: positive x maps to 2 * bits(x), negative x to -2 * (bits(|x|) + 1), and the relevance
+    fills the free bit. Equal scores therefore differ only in that bit. Sorting plain 32-bit
+    integers is several times faster than an argsort of the scores, and the relevance needs no
+    gather afterwards. Built in place over ``scores`` (which must hold no -0.0), ``spare`` is
+    scratch.
     """
-    keys = work.keys[:order.shape[0]]
-    keys.copy_(order)
-    return keys.bitwise_left_shift_(32).bitwise_or_(work.index).bitwise_or_(relevant)
+    bits = scores.view(torch.int32)
+    flip = torch.bitwise_right_shift(bits, 31, out=spare)  # 0, or -1 for negative scores
+    flip.bitwise_and_(-2).bitwise_or_(relevant)
+    return bits.bitwise_left_shift_(1).bitwise_xor_(flip)
+
+
+def _index_tiebreak(keys: torch.Tensor) -> torch.Tensor:
+    """int64 keys that also order equal scores: database index descending, before relevance.
+
+    Read from the end, as every ranking here is, that is the index order ascending.
+    """
+    n = keys.shape[1]
+    reverse_index = torch.arange(n - 1, -1, -1, dtype=torch.int64, device=keys.device) << 1
+    wide = keys.to(torch.int64)
+    return ((wide >> 1) << 32).bitwise_or_(reverse_index).bitwise_or_(wide & 1)
 
 
 _TRIM_EVERY = 16
@@ -102,11 +105,67 @@ def _return_freed_memory() -> None:
 
 
 def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
-    """Sort each row in place: numpy's vectorised integer sort on CPU, torch's on GPUs."""
+    """Sort each row ascending in place: numpy's vectorised integer sort on CPU, torch's on GPUs."""
     if keys.device.type != "cpu":
         return torch.sort(keys, dim=1).values
     keys.numpy().sort(axis=1)
     return keys
+
+
+def _ranks(flat: torch.Tensor, rows: int, relevant: int, n: int) -> torch.Tensor:
+    """Ranks (1 = best) of the relevant items of rows sorted ascending, best first per row.
+
+    ``flat`` holds the flat positions of the rows' relevant items, ``relevant`` per row.
+    """
+    ascending = flat.view(rows, relevant) - (torch.arange(rows, device=flat.device) * n)[:, None]
+    return (n - ascending).flip(1)
+
+
+def _tied(keys: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Per relevant item: does an irrelevant item have exactly its score?
+
+    The 32-bit keys cannot order such a tie by database index (the irrelevant item sorts
+    first), so its row must be ranked again; the tie shows as a predecessor one below. A row's
+    first item is compared with the previous row's last: a rare false alarm that costs one
+    exact re-ranking, never a wrong rank.
+    """
+    flat_keys = keys.view(-1)
+    return flat_keys[(flat - 1).clamp_min(0)] == flat_keys[flat] - 1
+
+
+def _relevance(query_labels: torch.Tensor, database_labels: torch.Tensor,
+               out: torch.Tensor | None = None,
+               scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """Which database items share a label with each query: class ids compare in one pass,
+    multi-hot rows by their dot product (``scratch`` holds it)."""
+    if query_labels.ndim == 1:
+        return torch.eq(query_labels[:, None], database_labels[None, :], out=out)
+    return torch.gt(torch.matmul(query_labels, database_labels.T, out=scratch), 0, out=out)
+
+
+def _class_ids(query_labels: torch.Tensor,
+               database_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class ids when every label row is one-hot (relevance is then id equality), else as is."""
+    def one_hot(labels: torch.Tensor) -> bool:
+        return bool(((labels == 0) | (labels == 1)).all()) and bool((labels.sum(1) == 1).all())
+
+    if one_hot(query_labels) and one_hot(database_labels):
+        return query_labels.argmax(1), database_labels.argmax(1)
+    return query_labels, database_labels
+
+
+def _segment_stats(rank: torch.Tensor, k: int, pr_ranks: torch.Tensor) -> _BlockStats:
+    """Statistics of rows that have the same number of relevant items, from their ranks."""
+    rows, relevant = rank.shape
+    hit = torch.arange(1, relevant + 1, device=rank.device, dtype=torch.float64)
+    precision = hit / rank
+    in_top = rank <= k
+    return _BlockStats(
+        gain_all=precision.sum(1), gain_k=(precision * in_top).sum(1),
+        hits_all=torch.full((rows,), relevant, dtype=torch.int64, device=rank.device),
+        hits_k=in_top.sum(1),
+        hits_at_ranks=torch.searchsorted(rank, pr_ranks.expand(rows, -1).contiguous(),
+                                         right=True))
 
 
 def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch.Tensor,
@@ -114,32 +173,46 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
                 work: _Workspace | None = None) -> _BlockStats:
     """Rank the database for a block of (row-normalised) queries and gather the statistics.
 
-    Only the relevant items of each ranked list are visited: their positions give the hit
-    counts, the precision at every hit and the hits within each cut-off.
+    Only the relevant items of each ranked list are visited: their ranks give the hit counts,
+    the precision at every hit and the hits within each cut-off. The block's rows are put in
+    order of their number of relevant items, so each run of rows with the same number is a
+    dense matrix of ranks. Rows where a relevant and an irrelevant item tie exactly are
+    ranked again with the database index in the key.
     """
     b, n = query.shape[0], database.shape[0]
     work = work or _Workspace(b, n, query.device)
+    relevant = _relevance(query_labels, database_labels, work.relevant[:b], work.scores[:b])
+    if query_labels.ndim == 1:  # class ids: a query's relevant items are its class's
+        counts = torch.bincount(database_labels, minlength=int(query_labels.max()) + 1)[
+            query_labels]
+    else:
+        counts = torch.count_nonzero(relevant, dim=1)
+    if bool((counts[1:] < counts[:-1]).any()):
+        order = torch.argsort(counts, stable=True)
+        query, query_labels, counts = query[order], query_labels[order], counts[order]
+        relevant = _relevance(query_labels, database_labels, work.relevant[:b], work.scores[:b])
     scores = torch.matmul(query, database.T, out=work.scores[:b])
     scores += 0.0  # turns -0.0 into +0.0, so the two zeros tie
-    order = _score_order(scores, work)
-    shared = torch.matmul(query_labels, database_labels.T, out=scores)  # scores are used up
-    relevant = torch.gt(shared, 0, out=work.relevant[:b])
-    keys = _sort_rows(_sort_keys(order, relevant, work))
-    flat = keys.view(-1).bitwise_and_(1).nonzero().squeeze(1)
-    row = flat // n
-    position = flat - row * n + 1  # 1-based rank of each relevant item
-    hits_all = torch.bincount(row, minlength=b)
-    first = hits_all.cumsum(0) - hits_all
-    hit = torch.arange(1, row.numel() + 1, device=row.device) - first[row]
-    precision = hit.double() / position.double()
-    top = position <= k
-    zeros = torch.zeros(b, dtype=torch.float64, device=row.device)
-    bucket = torch.searchsorted(ranks, position)  # the first PR rank that includes the item
-    per_bucket = torch.bincount(row * len(ranks) + bucket, minlength=b * len(ranks))
-    return _BlockStats(gain_all=zeros.index_add(0, row, precision),
-                       gain_k=zeros.index_add(0, row[top], precision[top]),
-                       hits_all=hits_all, hits_k=torch.bincount(row[top], minlength=b),
-                       hits_at_ranks=per_bucket.view(b, len(ranks)).cumsum(1))
+    keys = _sort_rows(_sort_keys(scores, relevant, work.spare[:b]))
+    flat = (keys.view(-1) & 1).nonzero().squeeze(1)
+    tied = _tied(keys, flat)
+    parts, row0, start = [], 0, 0
+    for count, rows in zip(*(t.tolist() for t in torch.unique_consecutive(
+            counts, return_counts=True)), strict=True):
+        end = start + rows * count
+        rank = _ranks(flat[start:end] - row0 * n, rows, count, n)
+        again = tied[start:end].view(rows, count).any(1).nonzero().squeeze(1)
+        if again.numel():
+            rows_again = row0 + again
+            rescored = (query[rows_again] @ database.T) + 0.0
+            rekeys = _sort_rows(_index_tiebreak(_sort_keys(
+                rescored, relevant[rows_again], torch.empty_like(rescored, dtype=torch.int32))))
+            rank[again] = _ranks((rekeys.view(-1) & 1).nonzero().squeeze(1), again.numel(),
+                                 count, n)
+        parts.append(_segment_stats(rank, k, ranks))
+        row0, start = row0 + rows, end
+    return _BlockStats(*(torch.cat([getattr(p, f.name) for p in parts])
+                         for f in fields(_BlockStats)))
 
 
 def _pr_ranks(n_database: int, points: int) -> np.ndarray:
@@ -155,6 +228,8 @@ def _as_matrix(name: str, x: ArrayLike, device: torch.device) -> torch.Tensor:
     t = torch.as_tensor(x).detach().to(device=device, dtype=torch.float32)
     if t.ndim != 2:
         raise DrclError(f"{name} must be 2-D (rows, columns), got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise DrclError(f"{name} holds NaN or infinite values; expected finite numbers")
     return t
 
 
@@ -218,6 +293,11 @@ def evaluate_direction(query: ArrayLike, query_labels: ArrayLike, database: Arra
     ranks = _pr_ranks(n_database, points)
     ranks_t = torch.as_tensor(ranks, device=device)
     q, db = F.normalize(q, dim=1), F.normalize(db, dim=1)
+    q_labels, db_labels = _class_ids(q_labels, db_labels)
+    if q_labels.ndim == 1:  # queries with equal numbers of relevant items side by side
+        relevant = torch.bincount(db_labels, minlength=int(q_labels.max()) + 1)[q_labels]
+        order = torch.argsort(relevant, stable=True)
+        q, q_labels = q[order], q_labels[order]
     block = max(1, min(query_chunk, max_block_elements // n_database))
     starts = range(0, q.shape[0], block)
 
@@ -232,10 +312,16 @@ def evaluate_direction(query: ArrayLike, query_labels: ArrayLike, database: Arra
         return _rank_block(q[s:s + block], q_labels[s:s + block], db, db_labels, k, ranks_t,
                            local.work)
 
-    # numpy's sort is single-threaded: on CPU two blocks go at once (two blocks of memory)
-    if device.type == "cpu" and len(starts) > 1 and torch.get_num_threads() > 1:
-        with ThreadPoolExecutor(2) as pool:
-            stats = list(pool.map(rank, starts))
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and len(starts) > 1 and threads > 1:
+        # numpy's sort is single-threaded: one block per thread at once (a block of memory
+        # each), each block's torch operations on one thread so they do not oversubscribe
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                stats = list(pool.map(rank, starts))
+        finally:
+            torch.set_num_threads(threads)
     else:
         stats = [rank(s) for s in starts]
 

@@ -184,19 +184,48 @@ def test_hand_example_pr_curve():
 
 # --- ties are broken by database index --------------------------------------------------------
 
-def test_sort_keys_order_like_a_stable_descending_sort():
-    # negatives, both zeros, ties, subnormals and the extremes of float32
-    special = [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 0.5, 0.5, -0.5, -0.5]
+def _scores_with_ties() -> tuple[torch.Tensor, torch.Tensor]:
+    # negatives, both zeros, ties, subnormals and the extremes of a cosine's float32 range
+    special = [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 1.9999999, -1.9999999, 0.5, 0.5, -0.5, -0.5]
     rng = np.random.default_rng(0)
-    scores = torch.tensor([special + rng.choice([-2.0, -1.0, 0.0, 0.25, 1.0], 30).tolist(),
+    scores = torch.tensor([special + rng.choice([-1.5, -1.0, 0.0, 0.25, 1.0], 30).tolist(),
                            rng.standard_normal(42).tolist()], dtype=torch.float32) + 0.0
-    relevant = torch.as_tensor(rng.random((2, 42)) < 0.5)
-    work = metrics._Workspace(2, 42, torch.device("cpu"))
-    order = metrics._score_order(scores.clone(), work)
-    keys = metrics._sort_rows(metrics._sort_keys(order, relevant, work))
+    return scores, torch.as_tensor(rng.random((2, 42)) < 0.5)
+
+
+def test_sort_keys_follow_the_scores_and_carry_the_relevance():
+    scores, relevant = _scores_with_ties()
+    keys = metrics._sort_keys(scores.clone(), relevant, torch.empty(2, 42, dtype=torch.int32))
+    assert torch.equal(keys & 1, relevant.int())
+    for row in range(2):
+        s, key = scores[row][:, None], (keys[row] >> 1)
+        assert torch.equal(s < s.T, key[:, None] < key[None, :])
+        assert torch.equal(s == s.T, key[:, None] == key[None, :])
+
+
+def test_index_tiebreak_reads_back_as_a_stable_descending_sort():
+    scores, relevant = _scores_with_ties()
+    keys = metrics._sort_keys(scores.clone(), relevant, torch.empty(2, 42, dtype=torch.int32))
+    wide = metrics._sort_rows(metrics._index_tiebreak(keys)).flip(1)
     expected = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    assert torch.equal((keys >> 1) & (2**31 - 1), expected)
-    assert torch.equal(keys & 1, relevant.gather(1, expected).long())
+    assert torch.equal(41 - ((wide >> 1) & (2**31 - 1)), expected)
+    assert torch.equal(wide & 1, relevant.gather(1, expected).long())
+
+
+def test_only_rows_with_a_relevant_irrelevant_tie_are_ranked_again(monkeypatch):
+    # query 0 (class 0): items 0 (class 1) and 2 (class 0) tie at cos 1 -> 0, 2, 1, 3 by index;
+    # relevant 2 and 1 at ranks 2 and 3: AP (1/2 + 2/3) / 2 = 7/12.
+    # query 1 (class 2): items 0, 1, 2 tie at cos 0 but none is relevant; item 3 ranks 1: AP 1.
+    calls = []
+    original = metrics._index_tiebreak
+    monkeypatch.setattr(metrics, "_index_tiebreak",
+                        lambda keys: calls.append(tuple(keys.shape)) or original(keys))
+    query = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    database = np.array([[1.0, 0, 0], [0.6, 0.8, 0], [2.0, 0, 0], [0, 0, 3.0]])
+    eye = np.eye(3)
+    res = evaluate_direction(query, eye[[0, 2]], database, eye[[1, 0, 0, 2]], k=4)
+    assert calls == [(1, 4)]
+    assert res.map_all == pytest.approx(19 / 24, abs=1e-12)
 
 
 @pytest.mark.parametrize("relevant_index", [0, 1])
@@ -331,6 +360,9 @@ def _args(nq=3, nd=4, dq=2, dd=2, cq=3, cd=3, nql=None, ndl=None):
     (_args(), {"k": 0}, r"^k must be at least 1"),
     (_args(), {"points": 0}, r"^points must be at least 1"),
     ((np.ones(3), *_args()[1:]), {}, r"^query must be 2-D"),
+    ((np.full((3, 2), np.nan), *_args()[1:]), {}, r"^query holds NaN or infinite values"),
+    ((*_args()[:2], np.full((4, 2), np.inf), _args()[3]), {},
+     r"^database holds NaN or infinite values"),
 ])
 def test_errors(args, kwargs, match):
     with pytest.raises(DrclError, match=match) as info:
