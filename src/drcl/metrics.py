@@ -63,6 +63,9 @@ class _Workspace:
         self.scores = torch.empty(rows, n_database, device=device)
         self.spare = torch.empty(rows, n_database, dtype=torch.int32, device=device)
         self.relevant = torch.empty(rows, n_database, dtype=torch.bool, device=device)
+        # set once a block finds most of its rows tied: ties are then the rule at this size,
+        # and ranking with the index in the key at once beats ranking most rows twice
+        self.wide = False
 
 
 def _sort_keys(scores: torch.Tensor, relevant: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,9 @@ def _index_tiebreak(keys: torch.Tensor) -> torch.Tensor:
     n = keys.shape[1]
     reverse_index = torch.arange(n - 1, -1, -1, dtype=torch.int64, device=keys.device) << 1
     wide = keys.to(torch.int64)
-    return ((wide >> 1) << 32).bitwise_or_(reverse_index).bitwise_or_(wide & 1)
+    relevance = wide & 1
+    wide.bitwise_right_shift_(1).bitwise_left_shift_(32)
+    return wide.bitwise_or_(reverse_index).bitwise_or_(relevance)
 
 
 _TRIM_EVERY = 16
@@ -193,15 +198,18 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
         relevant = _relevance(query_labels, database_labels, work.relevant[:b], work.scores[:b])
     scores = torch.matmul(query, database.T, out=work.scores[:b])
     scores += 0.0  # turns -0.0 into +0.0, so the two zeros tie
-    keys = _sort_rows(_sort_keys(scores, relevant, work.spare[:b]))
+    keys = _sort_keys(scores, relevant, work.spare[:b])
+    keys = _sort_rows(_index_tiebreak(keys) if work.wide else keys)
     flat = (keys.view(-1) & 1).nonzero().squeeze(1)
-    tied = _tied(keys, flat)
+    tied = torch.zeros_like(flat, dtype=torch.bool) if work.wide else _tied(keys, flat)
+    tied_rows = 0
     parts, row0, start = [], 0, 0
     for count, rows in zip(*(t.tolist() for t in torch.unique_consecutive(
             counts, return_counts=True)), strict=True):
         end = start + rows * count
         rank = _ranks(flat[start:end] - row0 * n, rows, count, n)
         again = tied[start:end].view(rows, count).any(1).nonzero().squeeze(1)
+        tied_rows += again.numel()
         if again.numel():
             rows_again = row0 + again
             rescored = (query[rows_again] @ database.T) + 0.0
@@ -211,6 +219,7 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
                                  count, n)
         parts.append(_segment_stats(rank, k, ranks))
         row0, start = row0 + rows, end
+    work.wide = work.wide or tied_rows > b // 2
     return _BlockStats(*(torch.cat([getattr(p, f.name) for p in parts])
                          for f in fields(_BlockStats)))
 

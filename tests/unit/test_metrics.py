@@ -228,6 +228,23 @@ def test_only_rows_with_a_relevant_irrelevant_tie_are_ranked_again(monkeypatch):
     assert res.map_all == pytest.approx(19 / 24, abs=1e-12)
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_ranking_with_the_index_in_the_key_from_the_start_gives_the_same_stats(multi_label):
+    # a workspace switches to 64-bit keys once ties are the rule; both paths are exact
+    q, ql, db, dl = make_data(2, multi_label)
+    q, db = (torch.nn.functional.normalize(torch.as_tensor(x), dim=1) for x in (q, db))
+    ql, dl = metrics._class_ids(torch.as_tensor(ql), torch.as_tensor(dl))
+    pr = torch.as_tensor(metrics._pr_ranks(ND, 10))
+    stats = []
+    for wide in (False, True):
+        work = metrics._Workspace(NQ, ND, torch.device("cpu"))
+        work.wide = wide
+        stats.append(metrics._rank_block(q, ql, db, dl, 5, pr, work))
+    for field in ("gain_all", "gain_k", "hits_all", "hits_k", "hits_at_ranks"):
+        torch.testing.assert_close(getattr(stats[0], field), getattr(stats[1], field),
+                                   rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("relevant_index", [0, 1])
 def test_identical_rows_ranked_by_index(relevant_index):
     # items 0 and 1 point the same way (cos 1, a tie); item 2 is orthogonal (cos 0).
