@@ -31,9 +31,13 @@ LABELS = {
     "score_val": "DRCL, `prior.score_split: val`",
     "select_target_map": "DRCL, `train.selection: target_map`",
     "standardize_flipped": "DRCL, standardisation flipped",
+    "lr_searched": "DRCL, `train.lr_per_modality` from the validation search",
+    "standardize_searched": "DRCL, `model.standardize_per_modality` from the validation search",
     "logistic": "logistic regression posteriors",
 }
-CHANGES = ("score_val", "select_target_map", "standardize_flipped")
+PER_MODALITY = ("search lr ", "search standardize ")
+CHANGES = ("score_val", "select_target_map", "standardize_flipped", "lr_searched",
+           "standardize_searched")
 
 
 def mean_std(values: list[float]) -> str:
@@ -78,13 +82,36 @@ def direction_table(by_variant: dict[str, list[dict]], metric: str) -> list[str]
 
 
 def search_table(by_variant: dict[str, list[dict]]) -> list[str]:
-    runs = sorted((r for v, rs in by_variant.items() if v.startswith("search") for r in rs),
+    runs = sorted((r for v, rs in by_variant.items()
+                   if v.startswith("search") and not v.startswith(PER_MODALITY) for r in rs),
                   key=lambda r: r["variant"])
     if not runs:
         return []
     lines = ["| setting (seed 0) | val MAP@all |", "|---|---|"]
     lines += [f"| {r['variant'].removeprefix('search ')} | {r['val']['map_all']['mean']:.4f} |"
               for r in runs]
+    return lines
+
+
+def per_modality_table(by_variant: dict[str, list[dict]], name: str) -> list[str]:
+    """Validation MAP@all of the directions involving each modality, per searched value."""
+    prefix = f"search {name} "
+    grid: dict[str, dict[float, float]] = defaultdict(dict)
+    for variant, runs in by_variant.items():
+        if variant.startswith(prefix):
+            modality, value = variant.removeprefix(prefix).split("=")
+            grid[modality][float(value)] = runs[0]["val"]["map_all"]["mean"]
+    if not grid:
+        return []
+    values = sorted({v for row in grid.values() for v in row})
+    header = {"lr": lambda v: f"lr {v:g}", "standardize": lambda v: "on" if v else "off"}[name]
+    lines = ["| modality | " + " | ".join(header(v) for v in values) + " |",
+             "|---|" + "---|" * len(values)]
+    for modality, row in grid.items():
+        best = max(row, key=row.get)
+        lines.append(f"| {modality} | " + " | ".join(
+            (f"**{row[v]:.4f}**" if v == best else f"{row[v]:.4f}") if v in row else "–"
+            for v in values) + " |")
     return lines
 
 
@@ -101,7 +128,7 @@ def verdicts(all_results: dict[str, dict[str, list[dict]]]) -> list[str]:
                 continue
             gain = statistics.mean(other) - statistics.mean(base)
             wins.append(gain > statistics.stdev(base))
-            cells.append(f"{gain:+.4f}")
+            cells.append(f"{gain:+.4f}" + (" (win)" if wins[-1] else ""))
         verdict = "yes" if wins and all(wins) and len(wins) == len(all_results) else "no"
         lines.append(f"| {LABELS[change]} | " + " | ".join(cells) + f" | {verdict} |")
     return lines
@@ -123,6 +150,12 @@ def main() -> None:
         if search:
             out += ["Validation search over the learning rate and hidden width:", "",
                     *search, ""]
+        for name, what in (("lr", "RSC learning rate"), ("standardize", "standardisation")):
+            table = per_modality_table(by_variant, name)
+            if table:
+                out += [f"Validation search over each modality's {what} (seed 0; MAP@all of "
+                        "the directions involving the modality, the others at the default; "
+                        "best in bold):", "", *table, ""]
         if "drcl" in by_variant:
             for metric, title in (("map_all", "MAP@all"), ("map_at_50", "MAP@50")):
                 out += [f"Test {title} per direction (mean over seeds):", "",

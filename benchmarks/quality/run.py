@@ -10,7 +10,11 @@ reported. Results go to benchmarks/quality/results/DATASET.json, one entry per (
 written after each run, so an interrupted benchmark resumes where it stopped.
 
 `--search` runs the small validation search over the learning rate and the hidden width on
-seed 0 instead (entries named `search lr=... hidden=...`).
+seed 0 instead (entries named `search lr=... hidden=...`). `--search-per-modality lr|standardize`
+searches each modality's own RSC learning rate (the authors' code sets one per modality) or
+input standardisation: every modality is trained with every value of PER_MODALITY on seed 0,
+and a (modality, value) entry scores the directions that involve that modality with the other
+modalities at the default.
 
 The runs call the same library functions as the pipeline stages (select_prior, train_encoder,
 embed, direction_report), in memory and without tracking.
@@ -58,6 +62,16 @@ VARIANTS: dict[str, dict[str, object]] = {
     "standardize_flipped": {},  # filled per data set: the opposite of its setting
 }
 SEARCH = [(lr, hidden) for lr in (1e-4, 3e-4, 1e-3) for hidden in (512, 1024)]
+# per-modality searches: the param each sets globally while one modality is trained
+PER_MODALITY = {"lr": ("train.lr", (1e-4, 3e-4, 1e-3, 3e-3)),
+                "standardize": ("model.standardize", (True, False))}
+# each modality's best value in the --search-per-modality entries (validation, seed 0)
+SEARCHED = {
+    "lr_searched": {"uci_mfeat": {"train.lr_per_modality": {
+        "fou": 3e-3, "fac": 1e-3, "kar": 3e-4, "mor": 3e-4, "pix": 1e-3, "zer": 1e-4}}},
+    "standardize_searched": {"uci_mfeat": {"model.standardize_per_modality": {
+        "fou": False, "fac": True, "kar": False, "mor": True, "pix": True, "zer": False}}},
+}
 
 
 def base_params(dataset: str) -> dict:
@@ -145,6 +159,48 @@ def run_drcl(modalities: list[ModalityData], params: Params, multi_label: bool,
     return out
 
 
+def search_per_modality(modalities: list[ModalityData], raw: dict, multi_label: bool,
+                        cache: PriorCache, seed: int, name: str) -> dict[str, dict]:
+    """One entry per (modality, value): its directions, the other modalities at the default.
+
+    The prior is the default one throughout, so each entry isolates one modality's encoder.
+    """
+    key, grid = PER_MODALITY[name]
+    params = with_overrides(raw, {}, seed)
+    default = params.train.lr if name == "lr" else params.model.standardize
+    device = resolve_device(params.device)
+    num_classes = modalities[0].train.labels.shape[1]
+    prior = cache.get(modalities, params, device, num_classes)
+    labels = {split: {m.name: getattr(m, split).labels for m in modalities}
+              for split in ("val", "test")}
+    emb: dict[tuple[str, object], dict[str, torch.Tensor]] = {}
+    for data in modalities:
+        for value in dict.fromkeys([*grid, default]):
+            start = time.perf_counter()
+            run = with_overrides(raw, {key: value, "train.lr_per_modality": {},
+                                       "model.standardize_per_modality": {}}, seed)
+            encoder = train_encoder(data, prior.prior, params=run, device=device).encoder
+            emb[data.name, value] = {split: embed(encoder, getattr(data, split).features,
+                                                  device=device) for split in labels}
+            print(f"trained {data.name} with {key}={value} "
+                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    entries = {}
+    for data in modalities:
+        directions = [(q, d) for q in labels["val"] for d in labels["val"]
+                      if q != d and data.name in (q, d)]
+        for value in grid:
+            entry: dict[str, object] = {"chosen": prior.chosen}
+            for split in labels:
+                split_emb = {m: emb[m, value if m == data.name else default][split]
+                             for m in labels[split]}
+                entry[split], _ = direction_report(split_emb, labels[split],
+                                                   k=params.evaluate.k,
+                                                   multi_label=multi_label,
+                                                   directions=directions)
+            entries[f"search {name} {data.name}={value:g}"] = entry
+    return entries
+
+
 def run_logistic(modalities: list[ModalityData], multi_label: bool, seed: int, k: int) -> dict:
     """Per-modality logistic regression; class posteriors compared by cosine.
 
@@ -183,14 +239,23 @@ def run_logistic(modalities: list[ModalityData], multi_label: bool, seed: int, k
     return out
 
 
+def save(results: dict, out_path: Path) -> None:
+    tmp_out = out_path.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(results, indent=1, sort_keys=True))
+    tmp_out.replace(out_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "logistic"],
-                        choices=[*VARIANTS, "logistic"])
+                        choices=[*VARIANTS, *SEARCHED, "logistic"])
     parser.add_argument("--search", action="store_true",
                         help="the validation search over lr and hidden width (seed 0)")
+    parser.add_argument("--search-per-modality", choices=sorted(PER_MODALITY),
+                        help="the validation search over each modality's lr or "
+                             "standardisation (seed 0)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: default")
     args = parser.parse_args()
     if args.threads:
@@ -199,6 +264,9 @@ def main() -> None:
     raw = base_params(args.dataset)
     standardize = with_overrides(raw, {}, 0).model.standardize
     variants = dict(VARIANTS, standardize_flipped={"model.standardize": not standardize})
+    for name, per_dataset in SEARCHED.items():
+        if args.dataset in per_dataset:
+            variants[name] = per_dataset[args.dataset]
     if args.search:
         runs = [(f"search lr={lr:g} hidden={hidden}", 0,
                  {"train.lr": lr, "model.hidden_dim": hidden}) for lr, hidden in SEARCH]
@@ -212,6 +280,13 @@ def main() -> None:
     cache = PriorCache()
     with tempfile.TemporaryDirectory() as tmp:
         modalities, multi_label = prepare(args.dataset, raw, Path(tmp))
+        if args.search_per_modality:
+            for name, entry in search_per_modality(modalities, raw, multi_label, cache, seed=0,
+                                                   name=args.search_per_modality).items():
+                entry.update(variant=name, seed=0, overrides={})
+                results[f"{name} seed=0"] = entry
+            save(results, out_path)
+            runs = []
         for name, seed, overrides in runs:
             key = f"{name} seed={seed}"
             if key in results:
@@ -223,9 +298,7 @@ def main() -> None:
                                  cache)
             entry.update(variant=name, seed=seed, overrides=overrides)
             results[key] = entry
-            tmp_out = out_path.with_suffix(".json.tmp")
-            tmp_out.write_text(json.dumps(results, indent=1, sort_keys=True))
-            tmp_out.replace(out_path)
+            save(results, out_path)
             print(f"{args.dataset} {key}: val {entry['val']['map_all']['mean']:.4f} "
                   f"test {entry['test']['map_all']['mean']:.4f} ({entry['seconds']:.0f} s)",
                   file=sys.stderr, flush=True)

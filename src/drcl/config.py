@@ -72,6 +72,10 @@ class ModelParams(_Strict):
     hidden_dim: Annotated[int, Field(ge=1)] = 1024
     common_dim: Annotated[int, Field(ge=1)] = 512
     standardize: bool = True
+    standardize_per_modality: dict[str, bool] = Field(default_factory=dict)
+
+    def standardize_for(self, modality: str) -> bool:
+        return self.standardize_per_modality.get(modality, self.standardize)
 
 
 class PriorParams(_Strict):
@@ -251,12 +255,13 @@ class Params(_Strict):
         ctx = info.context or {}
         modalities = ctx.get("modalities") or self.data.modalities
         if modalities is not None:
-            for name in self.train.lr_per_modality:
-                if name not in modalities:
-                    raise ValueError(
-                        f"train.lr_per_modality: unknown modality {name!r} "
-                        f"(the data set has {', '.join(modalities)})"
-                    )
+            for key, names in (("train.lr_per_modality", self.train.lr_per_modality),
+                               ("model.standardize_per_modality",
+                                self.model.standardize_per_modality)):
+                for name in names:
+                    if name not in modalities:
+                        raise ValueError(f"{key}: unknown modality {name!r} "
+                                         f"(the data set has {', '.join(modalities)})")
         num_classes = ctx.get("num_classes")
         if num_classes is not None and self.model.common_dim < num_classes:
             raise ValueError(

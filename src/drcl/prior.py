@@ -63,7 +63,8 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
                     device: torch.device) -> Candidate:
     """Train a fresh encoder and a trainable copy of W0 on J_L; score W after every epoch."""
     gen = seed_everything(stage_seed(params.seed, "prior", data.name))
-    mean, std = input_statistics(data.train.features, standardize=params.model.standardize)
+    mean, std = input_statistics(data.train.features,
+                                 standardize=params.model.standardize_for(data.name))
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
                        hidden_dim=params.model.hidden_dim, common_dim=params.model.common_dim)
     encoder = Encoder(spec, mean=mean, std=std).to(device)

@@ -59,7 +59,8 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     seed = stage_seed(params.seed, "train", data.name)
     gen = seed_everything(seed)
     mix_rng = np.random.default_rng(seed)
-    mean, std = input_statistics(data.train.features, standardize=params.model.standardize)
+    mean, std = input_statistics(data.train.features,
+                                 standardize=params.model.standardize_for(data.name))
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
                        hidden_dim=params.model.hidden_dim, common_dim=prior.shape[0])
     encoder = Encoder(spec, mean=mean, std=std).to(device)

@@ -77,6 +77,7 @@ def test_seeded_runs_are_reproducible(tiny_params, data):
     {"train.mixup.kind": "beta", "train.mixup.beta_a": 0.5},
     {"train.mse_reduction": "sum"},
     {"train.lr_per_modality": {"img": 1e-2}},
+    {"model.standardize_per_modality": {"img": False}},
 ])
 def test_options_train_and_change_the_run(tiny_params, data, overrides):
     w = orthogonal_init(16, 3, seed=0)

@@ -44,6 +44,10 @@ def test_defaults_follow_the_method():
     ({"data": {"modalities": ["a", "a"]}}, "data.modalities"),
     ({"data": {"modalities": ["a"]}, "train": {"lr_per_modality": {"b": 1e-3}}},
      "unknown modality 'b'"),
+    ({"model": {"standardize_per_modality": {"img": "maybe"}}},
+     "model.standardize_per_modality.img"),
+    ({"data": {"modalities": ["a"]}, "model": {"standardize_per_modality": {"b": False}}},
+     "model.standardize_per_modality: unknown modality 'b'"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(DrclError) as err:
