@@ -31,13 +31,13 @@ LABELS = {
     "score_val": "DRCL, `prior.score_split: val`",
     "select_target_map": "DRCL, `train.selection: target_map`",
     "standardize_flipped": "DRCL, standardisation flipped",
-    "lr_searched": "DRCL, `train.lr_per_modality` from the validation search",
-    "standardize_searched": "DRCL, `model.standardize_per_modality` from the validation search",
+    "standardize_all": "DRCL, every modality standardised (the earlier default)",
+    "lr_searched": "DRCL, every modality standardised, `train.lr_per_modality` from the "
+                   "validation search",
     "logistic": "logistic regression posteriors",
 }
 PER_MODALITY = ("search lr ", "search standardize ")
-CHANGES = ("score_val", "select_target_map", "standardize_flipped", "lr_searched",
-           "standardize_searched")
+CHANGES = ("score_val", "select_target_map", "standardize_flipped", "standardize_all")
 
 
 def mean_std(values: list[float]) -> str:
