@@ -81,6 +81,23 @@ def direction_table(by_variant: dict[str, list[dict]], metric: str) -> list[str]
     return lines
 
 
+def matrix_table(by_variant: dict[str, list[dict]], first: str, second: str) -> list[str]:
+    """Test MAP@all as a query x database matrix, cells 'first / second' (means over seeds)."""
+    def mean(variant: str, direction: str) -> float:
+        return statistics.mean(r["test"]["map_all"][direction] for r in by_variant[variant])
+
+    directions = [d for d in by_variant[first][0]["test"]["map_all"] if d != "mean"]
+    names = list(dict.fromkeys(d.split("->")[0] for d in directions))
+    lines = ["| query \\ database | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for q in names:
+        cells = ["–" if q == d else
+                 f"{mean(first, f'{q}->{d}'):.3f} / {mean(second, f'{q}->{d}'):.3f}"
+                 for d in names]
+        lines.append(f"| {q} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def search_table(by_variant: dict[str, list[dict]]) -> list[str]:
     runs = sorted((r for v, rs in by_variant.items()
                    if v.startswith("search") and not v.startswith(PER_MODALITY) for r in rs),
@@ -156,6 +173,9 @@ def main() -> None:
                 out += [f"Validation search over each modality's {what} (seed 0; MAP@all of "
                         "the directions involving the modality, the others at the default; "
                         "best in bold):", "", *table, ""]
+        if "drcl" in by_variant and "orthogonal" in by_variant:
+            out += ["Test MAP@all, query (rows) x database (columns), DRCL / orthogonal prior "
+                    "(mean over seeds):", "", *matrix_table(by_variant, "drcl", "orthogonal"), ""]
         if "drcl" in by_variant:
             for metric, title in (("map_all", "MAP@all"), ("map_at_50", "MAP@50")):
                 out += [f"Test {title} per direction (mean over seeds):", "",
