@@ -174,7 +174,8 @@ def main() -> None:
             if table:
                 out += [f"Validation search over each modality's {what} (seed 0; MAP@all of "
                         "the directions involving the modality; the other settings "
-                        f"{SEARCH_BASE.get(name, 'at the default')}; best in bold):", "", *table, ""]
+                        f"{SEARCH_BASE.get(name, 'at the default')}; best in bold):", "",
+                        *table, ""]
         if "drcl" in by_variant and "orthogonal" in by_variant:
             out += ["Test MAP@all, query (rows) x database (columns), DRCL / orthogonal prior "
                     "(mean over seeds):", "", *matrix_table(by_variant, "drcl", "orthogonal"), ""]

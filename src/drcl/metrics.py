@@ -63,6 +63,7 @@ class _Workspace:
         self.scores = torch.empty(rows, n_database, device=device)
         self.spare = torch.empty(rows, n_database, dtype=torch.int32, device=device)
         self.relevant = torch.empty(rows, n_database, dtype=torch.bool, device=device)
+        self.flags = np.empty(rows * n_database, dtype=np.bool_) if device.type == "cpu" else None
         # set once a block finds most of its rows tied: ties are then the rule at this size,
         # and ranking with the index in the key at once beats ranking most rows twice
         self.wide = False
@@ -126,6 +127,20 @@ def _ranks(flat: torch.Tensor, rows: int, relevant: int, n: int) -> torch.Tensor
     return (n - ascending).flip(1)
 
 
+def _relevant_positions(keys: torch.Tensor, flags: np.ndarray | None) -> torch.Tensor:
+    """Flat positions of the relevant items (the lowest key bit) of sorted rows, in order.
+
+    On CPU numpy reads the bit from each key's lowest byte into ``flags`` (a bool buffer of at
+    least keys.numel()); its nonzero is several times faster than torch's.
+    """
+    if flags is None or keys.device.type != "cpu" or sys.byteorder != "little":
+        return (keys.view(-1) & 1).nonzero().squeeze(1)
+    lowest = keys.numpy().reshape(-1).view(np.uint8)[::keys.element_size()]
+    bits = flags[:keys.numel()]
+    np.bitwise_and(lowest, 1, out=bits.view(np.uint8))
+    return torch.from_numpy(np.flatnonzero(bits))
+
+
 def _tied(keys: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """Per relevant item: does an irrelevant item have exactly its score?
 
@@ -134,6 +149,10 @@ def _tied(keys: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     first item is compared with the previous row's last: a rare false alarm that costs one
     exact re-ranking, never a wrong rank.
     """
+    if keys.device.type == "cpu":  # numpy's take gathers about twice as fast
+        flat_keys, positions = keys.numpy().reshape(-1), flat.numpy()
+        before = np.take(flat_keys, np.maximum(positions - 1, 0))
+        return torch.from_numpy(before == np.take(flat_keys, positions) - 1)
     flat_keys = keys.view(-1)
     return flat_keys[(flat - 1).clamp_min(0)] == flat_keys[flat] - 1
 
@@ -200,7 +219,7 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
     scores += 0.0  # turns -0.0 into +0.0, so the two zeros tie
     keys = _sort_keys(scores, relevant, work.spare[:b])
     keys = _sort_rows(_index_tiebreak(keys) if work.wide else keys)
-    flat = (keys.view(-1) & 1).nonzero().squeeze(1)
+    flat = _relevant_positions(keys, work.flags)
     tied = torch.zeros_like(flat, dtype=torch.bool) if work.wide else _tied(keys, flat)
     tied_rows = 0
     parts, row0, start = [], 0, 0
@@ -215,7 +234,7 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
             rescored = (query[rows_again] @ database.T) + 0.0
             rekeys = _sort_rows(_index_tiebreak(_sort_keys(
                 rescored, relevant[rows_again], torch.empty_like(rescored, dtype=torch.int32))))
-            rank[again] = _ranks((rekeys.view(-1) & 1).nonzero().squeeze(1), again.numel(),
+            rank[again] = _ranks(_relevant_positions(rekeys, work.flags), again.numel(),
                                  count, n)
         parts.append(_segment_stats(rank, k, ranks))
         row0, start = row0 + rows, end
