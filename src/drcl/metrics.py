@@ -62,7 +62,8 @@ class _Workspace:
     def __init__(self, rows: int, n_database: int, device: torch.device) -> None:
         self.scores = torch.empty(rows, n_database, device=device)
         self.spare = torch.empty(rows, n_database, dtype=torch.int32, device=device)
-        self.relevant = torch.empty(rows, n_database, dtype=torch.bool, device=device)
+        # int32 0/1 rather than bool: comparisons write it as fast, and it joins the keys faster
+        self.relevant = torch.empty(rows, n_database, dtype=torch.int32, device=device)
         self.flags = np.empty(rows * n_database, dtype=np.bool_) if device.type == "cpu" else None
         # set once a block finds most of its rows tied: ties are then the rule at this size,
         # and ranking with the index in the key at once beats ranking most rows twice
@@ -118,13 +119,14 @@ def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
     return keys
 
 
-def _ranks(flat: torch.Tensor, rows: int, relevant: int, n: int) -> torch.Tensor:
-    """Ranks (1 = best) of the relevant items of rows sorted ascending, best first per row.
+def _positions(flat: torch.Tensor, rows: int, relevant: int, n: int) -> torch.Tensor:
+    """Each row's ascending positions (0 = worst) of its relevant items, from flat positions.
 
-    ``flat`` holds the flat positions of the rows' relevant items, ``relevant`` per row.
+    Rows are sorted ascending, so the rank (1 = best) of position p is n - p, and the best
+    relevant item is the row's last; keeping positions saves a flip of every row.
     """
-    ascending = flat.view(rows, relevant) - (torch.arange(rows, device=flat.device) * n)[:, None]
-    return (n - ascending).flip(1)
+    offsets = torch.arange(rows, device=flat.device) * n
+    return flat.view(rows, relevant) - offsets[:, None]
 
 
 def _relevant_positions(keys: torch.Tensor, flags: np.ndarray | None) -> torch.Tensor:
@@ -178,18 +180,27 @@ def _class_ids(query_labels: torch.Tensor,
     return query_labels, database_labels
 
 
-def _segment_stats(rank: torch.Tensor, k: int, pr_ranks: torch.Tensor) -> _BlockStats:
-    """Statistics of rows that have the same number of relevant items, from their ranks."""
-    rows, relevant = rank.shape
-    hit = torch.arange(1, relevant + 1, device=rank.device, dtype=torch.float64)
-    precision = hit / rank
-    in_top = rank <= k
+def _segment_stats(positions: torch.Tensor, n: int, k: int,
+                   pr_ranks: torch.Tensor) -> _BlockStats:
+    """Statistics of rows that have the same number of relevant items, from their positions.
+
+    The j-th best relevant item sits in column R - j, so precision there is (R - col) / rank.
+    Items within the top r are those at positions >= n - r, counted by a binary search.
+    """
+    rows, relevant = positions.shape
+    hit = torch.arange(relevant, 0, -1, device=positions.device, dtype=torch.float64)
+    precision = hit / (n - positions)
+    gain_all = precision.sum(1)
+    if k >= n:
+        gain_k, hits_k = gain_all, torch.full((rows,), relevant, device=positions.device)
+    else:  # the top k holds at most k relevant items: the rows' last k columns
+        tail = positions[:, -k:] >= n - k
+        gain_k, hits_k = (precision[:, -k:] * tail).sum(1), tail.sum(1)
+    below = torch.searchsorted(positions, (n - pr_ranks).expand(rows, -1).contiguous())
     return _BlockStats(
-        gain_all=precision.sum(1), gain_k=(precision * in_top).sum(1),
-        hits_all=torch.full((rows,), relevant, dtype=torch.int64, device=rank.device),
-        hits_k=in_top.sum(1),
-        hits_at_ranks=torch.searchsorted(rank, pr_ranks.expand(rows, -1).contiguous(),
-                                         right=True))
+        gain_all=gain_all, gain_k=gain_k,
+        hits_all=torch.full((rows,), relevant, dtype=torch.int64, device=positions.device),
+        hits_k=hits_k, hits_at_ranks=relevant - below)
 
 
 def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch.Tensor,
@@ -226,7 +237,7 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
     for count, rows in zip(*(t.tolist() for t in torch.unique_consecutive(
             counts, return_counts=True)), strict=True):
         end = start + rows * count
-        rank = _ranks(flat[start:end] - row0 * n, rows, count, n)
+        positions = _positions(flat[start:end] - row0 * n, rows, count, n)
         again = tied[start:end].view(rows, count).any(1).nonzero().squeeze(1)
         tied_rows += again.numel()
         if again.numel():
@@ -234,9 +245,9 @@ def _rank_block(query: torch.Tensor, query_labels: torch.Tensor, database: torch
             rescored = (query[rows_again] @ database.T) + 0.0
             rekeys = _sort_rows(_index_tiebreak(_sort_keys(
                 rescored, relevant[rows_again], torch.empty_like(rescored, dtype=torch.int32))))
-            rank[again] = _ranks(_relevant_positions(rekeys, work.flags), again.numel(),
-                                 count, n)
-        parts.append(_segment_stats(rank, k, ranks))
+            positions[again] = _positions(_relevant_positions(rekeys, work.flags),
+                                          again.numel(), count, n)
+        parts.append(_segment_stats(positions, n, k, ranks))
         row0, start = row0 + rows, end
     work.wide = work.wide or tied_rows > b // 2
     return _BlockStats(*(torch.cat([getattr(p, f.name) for p in parts])
