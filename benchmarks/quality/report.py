@@ -30,7 +30,7 @@ LABELS = {
     "spl_last": "DRCL, `prior.spl_snapshot: last`",
     "score_val": "DRCL, `prior.score_split: val`",
     "select_target_map": "DRCL, `train.selection: target_map`",
-    "standardize_flipped": "DRCL, standardisation flipped",
+    "standardize_flipped": "DRCL, `model.standardize` flipped (UCI: no view standardised)",
     "standardize_all": "DRCL, every modality standardised (the earlier default)",
     "lr_searched": "DRCL, every modality standardised, `train.lr_per_modality` from the "
                    "validation search",
