@@ -75,6 +75,7 @@ class ModelParams(_Strict):
     standardize_per_modality: dict[str, bool] = Field(default_factory=dict)
 
     def standardize_for(self, modality: str) -> bool:
+        """Whether a modality's inputs are standardised: its override, else the global switch."""
         return self.standardize_per_modality.get(modality, self.standardize)
 
 
