@@ -260,6 +260,41 @@ def search(
     _run(step)
 
 
+profile_app = typer.Typer(help="Data-set profiles: the params that select a data set.",
+                          no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("list")
+def profile_list() -> None:
+    """The profiles in params/ and what each selects."""
+    from drcl.profiles import list_profiles
+
+    for name, description in list_profiles():
+        typer.echo(f"{name:20s} {description}")
+
+
+@profile_app.command("apply")
+def profile_apply(
+    name: Annotated[str, typer.Argument(help="A profile in params/ (e.g. wikipedia_lda), or the "
+                                        "path of a profile file.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Write a profile's keys into params.yaml (comments and other keys kept); `dvc repro`,
+    `dvc exp run` and every drcl command then use that data set."""
+    from drcl.profiles import apply_profile, find_profile
+
+    def step() -> None:
+        profile = find_profile(name)
+        changes = apply_profile(profile, params)
+        if not changes:
+            typer.echo(f"{params}: already set as {profile} says; nothing changed")
+        for change in changes:
+            typer.echo(f"{params}: {change}")
+
+    _run(step)
+
+
 storage_app = typer.Typer(help="The S3 bucket behind the DVC remote.", no_args_is_help=True)
 app.add_typer(storage_app, name="storage")
 

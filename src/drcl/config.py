@@ -66,16 +66,46 @@ class DataParams(_Strict):
         return self
 
 
+Standardize = bool | Literal["auto"]
+
+
+def _standardize_setting(value: object) -> object:
+    """Only auto, true or false: pydantic would otherwise read 'yes' or 1 as true."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError(f"expected auto, true or false, got {value!r}")
+
+
 class ModelParams(_Strict):
-    """Encoder shape, shared by every modality (only the input width differs)."""
+    """Encoder shape, shared by every modality (only the input width differs).
+
+    `standardize: auto` lets each modality's own validation split decide whether its inputs are
+    standardised (drcl.standardization); `standardize_per_modality` overrides it by name.
+    """
 
     hidden_dim: Annotated[int, Field(ge=1)] = 1024
     common_dim: Annotated[int, Field(ge=1)] = 512
-    standardize: bool = True
-    standardize_per_modality: dict[str, bool] = Field(default_factory=dict)
+    standardize: Standardize = "auto"
+    standardize_per_modality: dict[str, Standardize] = Field(default_factory=dict)
 
-    def standardize_for(self, modality: str) -> bool:
-        """Whether a modality's inputs are standardised: its override, else the global switch."""
+    @field_validator("standardize", mode="before")
+    @classmethod
+    def _one_setting(cls, value: object) -> object:
+        return _standardize_setting(value)
+
+    @field_validator("standardize_per_modality", mode="before")
+    @classmethod
+    def _settings(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for name, setting in value.items():
+                try:
+                    _standardize_setting(setting)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return value
+
+    def standardize_for(self, modality: str) -> Standardize:
+        """A modality's setting: its override, else the global one (auto, true or false)."""
         return self.standardize_per_modality.get(modality, self.standardize)
 
 
@@ -158,6 +188,8 @@ class ExtractParams(_Strict):
     """Stage `extract`: raw items listed in a manifest become a feature data set.
 
     With `manifest` null the stage has nothing to do, so the other sources pay nothing for it.
+    `extractors` names a modality's extractor; a modality it does not name gets one from its
+    items (texts: minilm, images: efficientnet_lite0, arrays: precomputed).
     """
 
     manifest: Path | None = None
@@ -165,8 +197,7 @@ class ExtractParams(_Strict):
     root: Path | None = None
     name: str | None = None
     classes: list[str] | None = None
-    extractors: dict[str, ExtractorName] = Field(
-        default_factory=lambda: {"image": "efficientnet_lite0", "text": "minilm"})
+    extractors: dict[str, ExtractorName] = Field(default_factory=dict)
     image_size: Annotated[int, Field(ge=32, le=1024)] = 192
     batch_size: Annotated[int, Field(ge=1)] = 32
     on_error: Literal["fail", "skip"] = "fail"
@@ -256,13 +287,15 @@ class Params(_Strict):
         ctx = info.context or {}
         modalities = ctx.get("modalities") or self.data.modalities
         if modalities is not None:
+            where = "the data set" if ctx.get("modalities") else "data.modalities"
             for key, names in (("train.lr_per_modality", self.train.lr_per_modality),
                                ("model.standardize_per_modality",
                                 self.model.standardize_per_modality)):
-                for name in names:
-                    if name not in modalities:
-                        raise ValueError(f"{key}: unknown modality {name!r} "
-                                         f"(the data set has {', '.join(modalities)})")
+                unknown = [name for name in names if name not in modalities]
+                if unknown:
+                    raise ValueError(f"{key} names {', '.join(unknown)}, not in {where} "
+                                     f"[{', '.join(modalities)}]; remove the override or add "
+                                     "the modality")
         num_classes = ctx.get("num_classes")
         if num_classes is not None and self.model.common_dim < num_classes:
             raise ValueError(

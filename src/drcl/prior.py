@@ -19,6 +19,7 @@ from drcl.errors import DrclError
 from drcl.losses import gce_q, generalized_cross_entropy
 from drcl.model import Encoder, EncoderSpec, input_statistics
 from drcl.runtime import seed_everything, stage_seed
+from drcl.standardization import StandardizeChoice, choose_standardization
 
 
 def orthogonal_init(common_dim: int, num_classes: int, *, seed: int) -> torch.Tensor:
@@ -53,6 +54,7 @@ class Candidate:
     best_epoch: int
     prior_best: torch.Tensor
     prior_last: torch.Tensor
+    standardization: StandardizeChoice | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
     def prior(self, snapshot: str) -> torch.Tensor:
@@ -62,9 +64,9 @@ class Candidate:
 def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: Params,
                     device: torch.device) -> Candidate:
     """Train a fresh encoder and a trainable copy of W0 on J_L; score W after every epoch."""
+    choice = choose_standardization(data, params, device)  # before seeding: training unchanged
     gen = seed_everything(stage_seed(params.seed, "prior", data.name))
-    mean, std = input_statistics(data.train.features,
-                                 standardize=params.model.standardize_for(data.name))
+    mean, std = input_statistics(data.train.features, standardize=choice.standardize)
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
                        hidden_dim=params.model.hidden_dim, common_dim=params.model.common_dim)
     encoder = Encoder(spec, mean=mean, std=std).to(device)
@@ -75,7 +77,8 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
     xs, ys = (x, y) if params.prior.score_split == "train" else split_tensors(data.val, device)
     batch = params.train.batch_size
     best = Candidate(modality=data.name, best_score=-1.0, best_epoch=0,
-                     prior_best=prior.detach().clone(), prior_last=prior.detach().clone())
+                     prior_best=prior.detach().clone(), prior_last=prior.detach().clone(),
+                     standardization=choice)
     for epoch in progress(range(1, params.train.epochs + 1), desc=f"SPL {data.name}",
                           total=params.train.epochs):
         q = gce_q(epoch)
@@ -112,6 +115,8 @@ class PriorResult:
             "chosen": self.chosen,
             "scores": {m: c.best_score for m, c in self.candidates.items()},
             "best_epoch": {m: c.best_epoch for m, c in self.candidates.items()},
+            "standardize": {m: c.standardization.as_dict()
+                            for m, c in self.candidates.items() if c.standardization},
         }
 
 

@@ -37,7 +37,8 @@ class Features:
 
 
 def read_features(path: Path, *, key: str = "features") -> Features:
-    """A `.npy` matrix, or the array `key` of a `.npz` file (ids from its `ids` array)."""
+    """A `.npy` matrix, or the array `key` of a `.npz` file, with ids from the array beside it
+    (`ids` for `features`, `test.ids` for a prepared data set's `test.features`)."""
     if not path.is_file():
         raise DrclError(f"{path}: no such features file")
     ids = None
@@ -49,7 +50,9 @@ def read_features(path: Path, *, key: str = "features") -> Features:
                 if key not in npz.files:
                     raise DrclError(f"{path}: no array {key!r}; it has {sorted(npz.files)}")
                 values = npz[key]
-                ids = [str(i) for i in npz["ids"]] if "ids" in npz.files else None
+                ids_key = key.removesuffix("features") + "ids" if key.endswith("features") \
+                    else "ids"
+                ids = [str(i) for i in npz[ids_key]] if ids_key in npz.files else None
         else:
             raise DrclError(f"{path}: features must be a .npy or .npz file")
     except (OSError, ValueError) as exc:

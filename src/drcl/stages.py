@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from drcl.atomic import atomic_path, write_csv, write_json
@@ -45,6 +46,10 @@ def fit_prior(params: Params, manifest: Manifest, layout: Layout) -> PriorResult
         save_prior(result.prior, layout.prior, method=result.method, chosen=result.chosen or "",
                    dataset=manifest.name)
         run.log_metrics({f"quality_score.{m}": s for m, s in result.summary()["scores"].items()})
+        for name, cand in result.candidates.items():
+            if cand.standardization is not None:
+                run.log_metrics({f"{key}.{name}": value
+                                 for key, value in cand.standardization.metrics().items()})
         run.set_tags({"drcl.prior_method": result.method,
                       "drcl.chosen_modality": result.chosen or "none",
                       "drcl.prior_sha256": prior_checksum(result.prior)})
@@ -73,13 +78,19 @@ def train_modality(params_path: str | Path, layout: Layout, *, modality: str,
         write_csv(layout.train_history(modality), result.history)
         training_curve_png(result.history, layout.train_curve(modality),
                            title=f"RSC training: {modality}", best_epoch=result.best_epoch)
+        choice = result.standardization
         write_json(layout.train_metrics(modality),
-                   {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss})
+                   {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                    "standardize": choice.as_dict()})
         save_encoder(result.encoder, layout.encoder(modality), prior_sha256=prior_checksum(prior),
-                     dataset=prior_meta.get("dataset", ""))
+                     dataset=prior_meta.get("dataset", ""),
+                     standardize=json.dumps(choice.as_dict(), sort_keys=True))
         run.log_history(result.history)
-        run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss})
-        run.set_tags({"drcl.prior_sha256": prior_checksum(prior)})
+        run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                         **choice.metrics()})
+        run.set_tags({"drcl.prior_sha256": prior_checksum(prior),
+                      "drcl.standardize": str(choice.standardize).lower(),
+                      "drcl.standardize_how": choice.how})
         run.log_artifacts(layout.train_history(modality), layout.train_curve(modality),
                           layout.train_metrics(modality))
     return result

@@ -21,6 +21,7 @@ from drcl.losses import gce_q, rsc_loss
 from drcl.metrics import mean_average_precision
 from drcl.model import Encoder, EncoderSpec, input_statistics
 from drcl.runtime import seed_everything, stage_seed
+from drcl.standardization import StandardizeChoice, choose_standardization
 
 _PARTS = ("loss", "label", "structure", "mse")
 
@@ -45,6 +46,7 @@ class TrainResult:
     encoder: Encoder
     best_epoch: int
     best_val_loss: float
+    standardization: StandardizeChoice
     best_score: float = float("-inf")
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -56,11 +58,11 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
         raise DrclError(f"prior: W has {prior.shape[1]} classes but modality {data.name!r} "
                         f"has {data.train.labels.shape[1]}")
     cfg = params.train
+    choice = choose_standardization(data, params, device)  # before seeding: training unchanged
     seed = stage_seed(params.seed, "train", data.name)
     gen = seed_everything(seed)
     mix_rng = np.random.default_rng(seed)
-    mean, std = input_statistics(data.train.features,
-                                 standardize=params.model.standardize_for(data.name))
+    mean, std = input_statistics(data.train.features, standardize=choice.standardize)
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
                        hidden_dim=params.model.hidden_dim, common_dim=prior.shape[0])
     encoder = Encoder(spec, mean=mean, std=std).to(device)
@@ -73,7 +75,8 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     loss_args = dict(alpha=cfg.alpha, beta=cfg.beta, use_mrr=cfg.use_mrr,
                      mse_reduction=cfg.mse_reduction)
 
-    result = TrainResult(encoder=encoder, best_epoch=0, best_val_loss=float("inf"))
+    result = TrainResult(encoder=encoder, best_epoch=0, best_val_loss=float("inf"),
+                         standardization=choice)
     best_state = None
     for epoch in progress(range(1, cfg.epochs + 1), desc=f"RSC {data.name}", total=cfg.epochs):
         q = gce_q(epoch)

@@ -15,8 +15,8 @@ from drcl.data.dataset import load_modality
 from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
 from drcl.extract import FEATURES_FILE, REPORT_FILE
-from drcl.extract.manifest import read_manifest
-from drcl.extract.step import extract_dataset
+from drcl.extract.manifest import Item, read_manifest
+from drcl.extract.step import choose_extractors, extract_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_WIKIPEDIA = ROOT.parent / "shared" / "data" / "wikipedia"
@@ -161,15 +161,34 @@ def test_skip_still_fails_when_a_modality_has_no_good_item(tmp_path):
         run(tmp_path, manifest, on_error="skip")
 
 
-def test_a_modality_without_extractor_lists_its_rows(tmp_path):
+def test_a_modality_whose_items_suit_no_extractor_lists_its_rows(tmp_path):
     rows = write_vectors(tmp_path / "vecs", 3) + [f"s{i},sound,cat,s{i}.wav" for i in range(6)]
     manifest = write_csv(tmp_path / "m.csv", "id,modality,label,path", rows)
     with pytest.raises(DrclError) as err:
-        run(tmp_path, manifest, extractors={"vec": "precomputed"})
+        run(tmp_path, manifest, extractors={})
     message = str(err.value)
-    assert message.startswith("no extractor for modality 'sound' in extract.extractors "
-                              "(it has vec); 6 rows: ")
+    assert message.startswith("modality 'sound': cannot tell which extractor suits ")
     assert f"{manifest}:5 (id 's0')" in message and "and 2 more" in message
+    assert message.endswith("name one in extract.extractors.sound")
+
+
+def test_extractors_follow_the_items_unless_named():
+    def item(modality: str, **fields) -> Item:
+        return Item(where="m.csv:2", id=f"{modality}{len(fields)}", modality=modality,
+                    labels=("cat",), **fields)
+
+    items = [item("caption", text="A cat."), item("doc", path=Path("a.TXT")),
+             item("photo", path=Path("p.JPG")), item("vec", path=Path("v.npy")),
+             item("mat", path=Path("f.mat"), key="X", row=3)]
+    assert choose_extractors({}, items) == {
+        "caption": "minilm", "doc": "minilm", "photo": "efficientnet_lite0",
+        "vec": "precomputed", "mat": "precomputed"}
+    assert choose_extractors({"photo": "precomputed"}, items)["photo"] == "precomputed"
+    mixed = [item("x", text="words"), item("x", path=Path("p.png"))]
+    with pytest.raises(DrclError, match=r"modality 'x': its items call for different extractors "
+                                        r"\(minilm for .*; efficientnet_lite0 for .*\); name one "
+                                        r"in extract.extractors.x"):
+        choose_extractors({}, mixed)
 
 
 def test_unassigned_rows_are_split_stratified_by_seed(tmp_path):

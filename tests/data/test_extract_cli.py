@@ -33,6 +33,8 @@ def project(tmp_path, monkeypatch) -> Path:
     lines = [f'{{"id": "{m}{i}", "modality": "{m}", "label": "{"xy"[i % 2]}", '
              f'"path": "{m}.npy", "row": {i}}}' for m in "ab" for i in range(30)]
     (tmp_path / "items.jsonl").write_text("\n".join(lines) + "\n")
+    sounds = [f"s{i},b,{'xy'[i % 2]},s{i}.wav" for i in range(30)]  # no extractor suits them
+    (tmp_path / "sounds.csv").write_text("\n".join(["id,modality,label,path", *sounds]) + "\n")
     write(tmp_path, "items.jsonl")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DRCL_CACHE_DIR", str(tmp_path / "cache"))
@@ -69,7 +71,7 @@ def test_null_manifest_is_a_quiet_no_op(project):
 @pytest.mark.parametrize(("manifest", "extract", "message"), [
     ("items.csv", {}, "60 bad item(s)"),  # a matrix file needs a row per item
     ("absent.csv", {}, "absent.csv: manifest not found"),
-    ("items.jsonl", {"extractors": {"a": "precomputed"}}, "no extractor for modality 'b'"),
+    ("sounds.csv", {"extractors": {}}, "modality 'b': cannot tell which extractor suits"),
     ("items.jsonl", {"classes": ["x"]}, "label 'y' is not in the class list"),
     ("items.jsonl", {"on_error": "maybe"}, "params.yaml: extract.on_error: Input should be"),
 ])
@@ -91,27 +93,6 @@ def test_skipped_items_are_reported_on_stderr(project):
     assert result.exit_code == 0, result.output
     assert "1 bad item(s) skipped" in result.stdout
     assert "items.jsonl:4 (a 'a3'): " in result.stderr and "row 99 is out of range" in result.stderr
-
-
-@pytest.mark.parametrize("variant", sorted((ROOT / "params").glob("*.yaml")),
-                         ids=lambda p: p.name)
-def test_params_variants_are_valid(variant):
-    """Each variant overrides params.yaml; merged, it passes the schema."""
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for group, values in yaml.safe_load(variant.read_text()).items():
-        base[group] = {**base.get(group, {}), **values} if isinstance(values, dict) else values
-    params = parse_params(base, source=str(variant))
-    assert params.data.modalities == ["image", "text"]
-
-
-@pytest.mark.parametrize("variant", sorted((ROOT / "params").glob("*.yaml")),
-                         ids=lambda p: p.name)
-def test_readme_gives_each_variant_as_dvc_exp_run_settings(variant):
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split(f"(params/{variant.name})", 1)[1].split("\n#", 1)[0].split("```")[0]
-    for group, values in yaml.safe_load(variant.read_text()).items():
-        for key in values:
-            assert f"-S {group}.{key}=" in block or f"-S '{group}.{key}=" in block, key
 
 
 @pytest.mark.parametrize(("raw", "message"), [

@@ -251,7 +251,8 @@ def test_data_modalities_selects_and_orders(npz_arrays, write_npz, tmp_path: Pat
 
 def test_data_modalities_unknown_is_refused(npz_arrays, write_npz, tmp_path: Path) -> None:
     params = DataParams(source="npz", path=write_npz(npz_arrays), modalities=["image", "audio"])
-    expected = r"data.modalities: 'audio' not in toy \(it has image, text\)"
+    expected = (r"^data.modalities \[image, audio\] names audio, which toy lacks "
+                r"\(it has image, text\)$")
     with pytest.raises(DrclError, match=expected):
         prepare_dataset(params, seed=0, out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()

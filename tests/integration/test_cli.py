@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from drcl.cli import app
+from drcl.model import read_metadata
 from tests.integration.project import write_params
 
 MODALITIES = ["image", "text", "audio"]
@@ -32,6 +33,13 @@ def test_every_stage_writes_its_outputs(project):
     assert prior["method"] == "spl" and prior["chosen"] in MODALITIES
     assert set(prior["scores"]) == set(MODALITIES)
     for m in MODALITIES:
+        # model.standardize: auto: the choice and its evidence, in the metrics and the encoder
+        chosen = json.loads((project / f"metrics/train/{m}.json").read_text())["standardize"]
+        assert chosen["how"] == "auto" and isinstance(chosen["standardize"], bool)
+        assert {"raw_score", "standardized_score", "gain", "stderr"} <= set(chosen)
+        assert prior["standardize"][m] == chosen  # SPL made the same choice
+        meta = read_metadata(project / f"models/encoders/{m}.safetensors")
+        assert json.loads(meta["standardize"]) == chosen
         assert (project / f"models/encoders/{m}.safetensors").is_file()
         assert (project / f"plots/train/{m}.csv").read_text().startswith("epoch,q,train_loss")
         assert (project / f"plots/images/train_{m}.png").stat().st_size > 1000
@@ -61,7 +69,8 @@ def test_orthogonal_prior_baseline(project):
     write_params(project, data=params["data"], prior={"method": "orthogonal"})
     run_pipeline()
     prior = json.loads((project / "metrics/prior.json").read_text())
-    assert prior == {"method": "orthogonal", "chosen": None, "scores": {}, "best_epoch": {}}
+    assert prior == {"method": "orthogonal", "chosen": None, "scores": {}, "best_epoch": {},
+                     "standardize": {}}
 
 
 def test_help_for_every_command():

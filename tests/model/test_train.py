@@ -77,7 +77,6 @@ def test_seeded_runs_are_reproducible(tiny_params, data):
     {"train.mixup.kind": "beta", "train.mixup.beta_a": 0.5},
     {"train.mse_reduction": "sum"},
     {"train.lr_per_modality": {"img": 1e-2}},
-    {"model.standardize_per_modality": {"img": False}},
 ])
 def test_options_train_and_change_the_run(tiny_params, data, overrides):
     w = orthogonal_init(16, 3, seed=0)
@@ -126,3 +125,19 @@ def test_target_map_selection_keeps_the_best_scoring_epoch(tiny_params, data):
     scores = [h["val_target_map"] for h in result.history]
     assert result.best_epoch == 1 + scores.index(max(scores))
     assert result.best_score == pytest.approx(max(scores))
+
+
+def test_standardisation_is_the_setting_or_the_probes_choice(tiny_params, data):
+    w = orthogonal_init(16, 3, seed=0)
+    runs = {setting: train_encoder(data, w, params=tiny_params(**{"model.standardize": setting}),
+                                   device=CPU) for setting in (True, False, "auto")}
+    assert runs[True].history != runs[False].history
+    assert runs[True].standardization.how == runs[False].standardization.how == "params"
+    auto = runs["auto"].standardization
+    assert auto.how == "auto" and auto.gain is not None and auto.stderr is not None
+    # the probe only decides: training then runs exactly as with that setting
+    assert runs["auto"].history == runs[auto.standardize].history
+    override = tiny_params(**{"model.standardize": "auto",
+                              "model.standardize_per_modality": {"img": not auto.standardize}})
+    assert train_encoder(data, w, params=override, device=CPU).history == \
+        runs[not auto.standardize].history

@@ -18,6 +18,24 @@ def test_project_params_file_is_valid():
     assert params.prior.method == "spl" and params.prior.spl_snapshot == "best"
 
 
+def test_no_default_names_a_data_sets_modalities():
+    """Switching data sets needs only data.modalities: nothing else names a modality."""
+    params = load_params(ROOT / "params.yaml")
+    assert params.model.standardize == "auto"
+    assert params.model.standardize_per_modality == {}
+    assert params.train.lr_per_modality == {} and params.extract.extractors == {}
+    other = parse_params({**yaml.safe_load((ROOT / "params.yaml").read_text()),
+                          "data": {"source": "npz", "path": "scene.npz",
+                                   "modalities": ["view0", "view1", "view2"]}})
+    assert other.model.standardize_for("view0") == "auto"
+
+
+def test_standardize_settings():
+    p = parse_params({"model": {"standardize": False, "standardize_per_modality": {"a": True,
+                                                                                  "b": "auto"}}})
+    assert [p.model.standardize_for(m) for m in "abc"] == [True, "auto", False]
+
+
 def test_defaults_follow_the_method():
     p = Params()
     assert (p.train.alpha, p.train.beta, p.train.mixup.g) == (0.1, 0.1, 0.9)
@@ -43,11 +61,15 @@ def test_defaults_follow_the_method():
     ({"data": {"split": {"train": 0.5, "val": 0.2, "test": 0.2}}}, "sum to 1"),
     ({"data": {"modalities": ["a", "a"]}}, "data.modalities"),
     ({"data": {"modalities": ["a"]}, "train": {"lr_per_modality": {"b": 1e-3}}},
-     "unknown modality 'b'"),
+     "train.lr_per_modality names b, not in data.modalities [a]"),
+    ({"model": {"standardize": "maybe"}},
+     "model.standardize: expected auto, true or false, got 'maybe'"),
+    ({"model": {"standardize": 1}}, "model.standardize: expected auto, true or false, got 1"),
     ({"model": {"standardize_per_modality": {"img": "maybe"}}},
-     "model.standardize_per_modality.img"),
-    ({"data": {"modalities": ["a"]}, "model": {"standardize_per_modality": {"b": False}}},
-     "model.standardize_per_modality: unknown modality 'b'"),
+     "model.standardize_per_modality: img: expected auto, true or false, got 'maybe'"),
+    ({"data": {"modalities": ["view0", "view1"]},
+      "model": {"standardize_per_modality": {"fou": False, "view1": True}}},
+     "model.standardize_per_modality names fou, not in data.modalities [view0, view1]"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(DrclError) as err:
@@ -60,7 +82,7 @@ def test_bad_values_name_the_key(raw, key):
 def test_checks_that_need_the_data():
     with pytest.raises(DrclError, match="model.common_dim: 8 is smaller than the number of cl"):
         parse_params({"model": {"common_dim": 8}}, num_classes=10)
-    with pytest.raises(DrclError, match="unknown modality 'zz'"):
+    with pytest.raises(DrclError, match=r"names zz, not in the data set \[img, txt\]"):
         parse_params({"train": {"lr_per_modality": {"zz": 1e-3}}}, modalities=["img", "txt"])
     assert parse_params({"model": {"common_dim": 10}}, num_classes=10).model.common_dim == 10
 

@@ -2,14 +2,16 @@
 
 Layout of a data set folder::
 
-    manifest.json        name, classes, multi_label, and per modality: dim, split sizes, sha256
-    <modality>.npz       train.features, train.labels, val.features, ... test.labels,
+    manifest.json        name, classes, multi_label, paired, and per modality: dim, split
+                         sizes, extractor, sha256
+    <modality>.npz       train.features, train.labels, train.ids, val.features, ... test.ids,
                          classes, multi_label (so one modality's file stands alone)
 
 Features are float32 ``(n, dim)``. Labels are int64 class ids ``(n,)`` for single-label data and
 uint8 multi-hot ``(n, C)`` for multi-label data. In memory, labels are always a float32 one-hot or
-multi-hot matrix, which is what the losses and the metrics consume. Modalities need not have
-equal sizes or paired rows.
+multi-hot matrix, which is what the losses and the metrics consume. Ids are strings naming each
+item, unique within a modality; when the manifest says ``paired``, one id in several modalities
+is one item seen in each. Modalities need not have equal sizes or paired rows.
 """
 
 from __future__ import annotations
@@ -26,18 +28,26 @@ from drcl.errors import DrclError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Split:
-    """Features ``(n, dim)`` float32 and labels ``(n, C)`` float32 one-hot or multi-hot."""
+    """Features ``(n, dim)`` float32, labels ``(n, C)`` float32 one-hot or multi-hot, and the
+    items' ids ``(n,)`` str (None: not named; a saved data set names them ``<split>/<row>``)."""
 
     features: np.ndarray
     labels: np.ndarray
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
+
+    def item_ids(self, split: str) -> np.ndarray:
+        """The ids, or ``<split>/<row>`` when the items are not named."""
+        if self.ids is not None:
+            return np.asarray(self.ids, dtype=np.str_)
+        return np.asarray([f"{split}/{row}" for row in range(len(self))], dtype=np.str_)
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,12 @@ class ModalityData:
 
 @dataclass(frozen=True)
 class ModalityInfo:
+    """``extractor`` names what made the features from raw items ('precomputed': not drcl)."""
+
     dim: int
     sizes: dict[str, int]
     sha256: str
+    extractor: str = "precomputed"
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class Manifest:
     classes: list[str]
     multi_label: bool
     modalities: dict[str, ModalityInfo] = field(default_factory=dict)
+    paired: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -83,8 +97,9 @@ class Manifest:
             "name": self.name,
             "classes": self.classes,
             "multi_label": self.multi_label,
+            "paired": self.paired,
             "modalities": {
-                m: {"dim": i.dim, "sizes": i.sizes, "sha256": i.sha256}
+                m: {"dim": i.dim, "sizes": i.sizes, "extractor": i.extractor, "sha256": i.sha256}
                 for m, i in self.modalities.items()
             },
         }
@@ -123,6 +138,8 @@ def save_dataset(
     classes: list[str],
     multi_label: bool,
     modalities: dict[str, ModalityData],
+    paired: bool = False,
+    extractors: dict[str, str] | None = None,
 ) -> Manifest:
     """Write a data set folder atomically and return its manifest."""
     infos: dict[str, ModalityInfo] = {}
@@ -137,6 +154,7 @@ def save_dataset(
                 part = mod.split(split)
                 arrays[f"{split}.features"] = np.ascontiguousarray(part.features, np.float32)
                 arrays[f"{split}.labels"] = _encode_labels(part.labels, multi_label)
+                arrays[f"{split}.ids"] = part.item_ids(split)
             file = tmp / f"{mod_name}.npz"
             with file.open("wb") as fh:
                 np.savez(fh, **arrays)
@@ -144,9 +162,10 @@ def save_dataset(
                 dim=mod.dim,
                 sizes={s: len(mod.split(s)) for s in SPLITS},
                 sha256=file_sha256(file),
+                extractor=(extractors or {}).get(mod_name, "precomputed"),
             )
         manifest = Manifest(name=name, classes=list(classes), multi_label=multi_label,
-                            modalities=infos)
+                            modalities=infos, paired=paired)
         write_json(tmp / MANIFEST, manifest.to_dict())
     return manifest
 
@@ -162,9 +181,11 @@ def load_manifest(path: str | Path) -> Manifest:
             name=raw["name"],
             classes=list(raw["classes"]),
             multi_label=bool(raw["multi_label"]),
+            paired=bool(raw.get("paired", False)),
             modalities={
                 m: ModalityInfo(dim=int(i["dim"]), sizes={k: int(v) for k, v in i["sizes"].items()},
-                                sha256=str(i["sha256"]))
+                                sha256=str(i["sha256"]),
+                                extractor=str(i.get("extractor", "precomputed")))
                 for m, i in raw["modalities"].items()
             },
         )
@@ -199,9 +220,11 @@ def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> Mo
         splits = {}
         for split in SPLITS:
             where = f"{file}:{split}.labels"
+            ids_key = f"{split}.ids"
             splits[split] = Split(
                 features=npz[f"{split}.features"].astype(np.float32, copy=False),
                 labels=_decode_labels(npz[f"{split}.labels"], num_classes, where),
+                ids=npz[ids_key].astype(np.str_) if ids_key in npz.files else None,
             )
     return ModalityData(name=modality, **splits)
 

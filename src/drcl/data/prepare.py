@@ -6,6 +6,7 @@ written atomically, so a failed prepare leaves ``out_dir`` exactly as it was.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import numpy as np
 from drcl.config import DataParams
 from drcl.data.dataset import SPLITS, Manifest, ModalityData, Split, save_dataset
 from drcl.data.labels import LabelSource, normalize_labels
-from drcl.data.sources import UNSPLIT, ImportedDataset, import_source
+from drcl.data.sources import UNSPLIT, ImportedDataset, RawPart, import_source
 from drcl.data.splits import label_strata, stratified_split
-from drcl.data.validate import check_imported, check_paired_labels, check_splits
+from drcl.data.validate import check_ids, check_imported, check_paired_labels, check_splits
 from drcl.errors import DrclError
 
 
@@ -33,17 +34,51 @@ def prepare_dataset(params: DataParams, *, seed: int, out_dir: str | Path,
         if UNSPLIT in parts:
             features = parts[UNSPLIT].features.astype(np.float32)
             mod_labels = labels[modality][UNSPLIT]
+            ids = _ids(parts[UNSPLIT], default=lambda rows: [str(r) for r in range(rows)])
             index = shared if shared is not None else stratified_split(
                 label_strata(mod_labels), fractions=fractions, seed=seed)
-            splits = {s: Split(features[index[s]], mod_labels[index[s]]) for s in SPLITS}
+            splits = {s: Split(features[index[s]], mod_labels[index[s]], ids[index[s]])
+                      for s in SPLITS}
         else:
-            splits = {s: Split(parts[s].features.astype(np.float32), labels[modality][s])
+            splits = {s: Split(parts[s].features.astype(np.float32), labels[modality][s],
+                               _ids(parts[s], default=lambda rows, s=s: [f"{s}/{r}"
+                                                                           for r in range(rows)]))
                       for s in SPLITS}
         modalities[modality] = ModalityData(name=modality, **splits)
     check_splits(modalities)
+    check_ids(modalities, where={m: _ids_at(parts) for m, parts in imported.modalities.items()})
     classes = imported.classes or [str(c) for c in range(num_classes)]
     return save_dataset(out_dir, name=imported.name, classes=classes, multi_label=multi_label,
-                        modalities=modalities)
+                        modalities=modalities, paired=_paired(imported, modalities),
+                        extractors=imported.extractors)
+
+
+def _ids(part: RawPart, *, default: Callable[[int], list[str]]) -> np.ndarray:
+    """The part's ids as strings, or the default naming of its rows."""
+    rows = part.features.shape[0]
+    return np.asarray(default(rows) if part.ids is None else part.ids.astype(np.str_),
+                      dtype=np.str_)
+
+
+def _ids_at(parts: dict[str, RawPart]) -> str:
+    """Where a modality's ids come from, for messages."""
+    named = [p.ids_at for p in parts.values() if p.ids is not None]
+    return ", ".join(named) if named else "the row numbers"
+
+
+def _paired(imported: ImportedDataset, modalities: dict[str, ModalityData]) -> bool:
+    """Paired by the source's row convention, or because named items recur across modalities."""
+    if imported.paired:
+        return True
+    named = [m for m, parts in imported.modalities.items()
+             if all(p.ids is not None for p in parts.values())]
+    seen: set[str] = set()
+    for modality in named:
+        ids = set(np.concatenate([modalities[modality].split(s).ids for s in SPLITS]).tolist())
+        if seen & ids:
+            return True
+        seen |= ids
+    return False
 
 
 def _select_modalities(imported: ImportedDataset, wanted: list[str] | None) -> ImportedDataset:
@@ -52,8 +87,8 @@ def _select_modalities(imported: ImportedDataset, wanted: list[str] | None) -> I
         return imported
     missing = [m for m in wanted if m not in imported.modalities]
     if missing:
-        raise DrclError(f"data.modalities: {', '.join(map(repr, missing))} not in {imported.name} "
-                        f"(it has {', '.join(imported.modalities)})")
+        raise DrclError(f"data.modalities [{', '.join(wanted)}] names {', '.join(missing)}, "
+                        f"which {imported.name} lacks (it has {', '.join(imported.modalities)})")
     return replace(imported, modalities={m: imported.modalities[m] for m in wanted})
 
 

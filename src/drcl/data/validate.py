@@ -59,6 +59,10 @@ def _check_part(part: RawPart) -> None:
     if labels.dtype.kind not in "biuf":
         raise DrclError(f"{part.labels_at}: labels must be numeric, got {labels.dtype}")
     _check_finite(labels, part.labels_at, "labels must be finite")
+    ids = part.ids
+    if ids is not None and (ids.ndim != 1 or ids.shape[0] != rows or ids.dtype.kind not in "Uiu"):
+        raise DrclError(f"{part.ids_at}: ids must be strings or whole numbers, one per feature row "
+                        f"({rows}), got {ids.dtype} of shape {ids.shape}")
 
 
 def check_splits(modalities: Mapping[str, ModalityData]) -> None:
@@ -68,6 +72,20 @@ def check_splits(modalities: Mapping[str, ModalityData]) -> None:
             if len(data.split(split)) == 0:
                 raise DrclError(f"modality {modality!r}: the {split} split is empty; the source "
                                 "has too few items for the split fractions")
+
+
+def check_ids(modalities: Mapping[str, ModalityData], *, where: Mapping[str, str]) -> None:
+    """Ids name items: one per row, none empty, none repeated within a modality."""
+    for modality, data in modalities.items():
+        joined = np.concatenate([data.split(split).item_ids(split) for split in SPLITS])
+        if (np.char.str_len(np.char.strip(joined)) == 0).any():
+            raise DrclError(f"{where[modality]}: modality {modality!r} has an empty id")
+        values, counts = np.unique(joined, return_counts=True)
+        if (counts > 1).any():
+            repeated = values[counts > 1]
+            raise DrclError(f"{where[modality]}: modality {modality!r} repeats {repeated.size} "
+                            f"id(s), first {str(repeated[0])!r}; ids must be unique within a "
+                            "modality")
 
 
 def check_paired_labels(modalities: Mapping[str, np.ndarray], *, where: Mapping[str, str]) -> None:

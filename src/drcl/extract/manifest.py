@@ -198,7 +198,8 @@ def _wikipedia_svcl(root: Path) -> ItemManifest:
         for i, pair in enumerate(wiki.read_pairs(root, split, len(classes))):
             part = split if split == "train" else ("val" if i < wiki.VALIDATION_ROWS else "test")
             where, label = f"{listing}:{i + 1}", (classes[pair.category - 1],)
-            items.append(Item(where=where, id=pair.image_id, modality="image", labels=label,
+            # one id for the pair: the article section, which the image illustrates
+            items.append(Item(where=where, id=pair.text_id, modality="image", labels=label,
                               split=part, path=root / wiki.FEATURES, key=f"I_{suffix}", row=i))
             items.append(Item(where=where, id=pair.text_id, modality="text", labels=label,
                               split=part, path=wiki.text_path(root, pair)))

@@ -75,11 +75,11 @@ def extract_dataset(params: ExtractParams, *, seed: int, split: SplitRatios,
                              root=params.root)
     name = params.name or manifest.name
     classes = _classes(params, manifest)
-    _check_extractors(params, manifest.items)
+    chosen = choose_extractors(params.extractors, manifest.items)
     torch_device = str(resolve_device(device))
     extractors = {m: make_extractor(e, image_size=params.image_size,
                                     batch_size=params.batch_size, device=torch_device)
-                  for m, e in params.extractors.items()}
+                  for m, e in chosen.items()}
     loaded, skipped = _load_items(manifest.items, extractors, classes)
     if skipped and params.on_error == "fail":
         raise DrclError(_bad_items_line(skipped))
@@ -99,12 +99,14 @@ def extract_dataset(params: ExtractParams, *, seed: int, split: SplitRatios,
             rows = [i for i, it in enumerate(items) if it.split == part]
             arrays[f"{modality}.{part}.features"] = features[rows]
             arrays[f"{modality}.{part}.labels"] = np.stack([items[i].labels for i in rows])
+            arrays[f"{modality}.{part}.ids"] = np.asarray([items[i].item.id for i in rows],
+                                                          dtype=np.str_)
             report.sizes[modality][part] = len(rows)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         with (tmp / FEATURES_FILE).open("wb") as fh:
             np.savez(fh, **arrays)
-        write_json(tmp / REPORT_FILE, _report_json(params, report, classes))
+        write_json(tmp / REPORT_FILE, _report_json(params, report, classes, chosen))
     return report
 
 
@@ -117,13 +119,48 @@ def _classes(params: ExtractParams, manifest: ItemManifest) -> list[str]:
     return sorted({label for item in manifest.items for label in item.labels})
 
 
-def _check_extractors(params: ExtractParams, items: list[Item]) -> None:
-    orphans = [i for i in items if i.modality not in params.extractors]
-    if orphans:
-        modalities = sorted({i.modality for i in orphans})
-        raise DrclError(f"no extractor for modality {', '.join(map(repr, modalities))} in "
-                        f"extract.extractors (it has {', '.join(params.extractors) or 'none'}); "
-                        f"{len(orphans)} rows: {_rows(orphans)}")
+def choose_extractors(named: dict[str, str], items: list[Item]) -> dict[str, str]:
+    """Each modality's extractor: the one extract.extractors names, else the one its items'
+    kind calls for (item_kind), which must be the same for all of them."""
+    chosen: dict[str, str] = {}
+    by_modality: dict[str, list[Item]] = defaultdict(list)
+    for item in items:
+        by_modality[item.modality].append(item)
+    for modality, group in by_modality.items():
+        if modality in named:
+            chosen[modality] = named[modality]
+            continue
+        kinds: dict[str | None, list[Item]] = defaultdict(list)
+        for item in group:
+            kinds[item_kind(item)].append(item)
+        if None in kinds:
+            raise DrclError(f"modality {modality!r}: cannot tell which extractor suits "
+                            f"{_rows(kinds[None])}; name one in extract.extractors.{modality}")
+        if len(kinds) > 1:
+            shown = "; ".join(f"{kind} for {_rows(rows[:2])}" for kind, rows in kinds.items())
+            raise DrclError(f"modality {modality!r}: its items call for different extractors "
+                            f"({shown}); name one in extract.extractors.{modality}")
+        chosen[modality] = next(iter(kinds))  # type: ignore[assignment]
+    return chosen
+
+
+TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".xml"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+ARRAY_SUFFIXES = frozenset({".npy", ".npz", ".mat"})
+
+
+def item_kind(item: Item) -> str | None:
+    """The extractor an item's own form calls for, or None when its form says nothing."""
+    if item.text is not None:
+        return "minilm"
+    suffix = item.path.suffix.lower() if item.path is not None else ""
+    if item.key is not None or item.row is not None or suffix in ARRAY_SUFFIXES:
+        return "precomputed"
+    if suffix in TEXT_SUFFIXES:
+        return "minilm"
+    if suffix in IMAGE_SUFFIXES:
+        return "efficientnet_lite0"
+    return None
 
 
 def _rows(items: list[Item]) -> str:
@@ -163,22 +200,44 @@ def _load_items(items: list[Item], extractors: dict[str, Any],
 
 def _assign_splits(loaded: list[_Loaded], *, split: SplitRatios,
                    seed: int) -> dict[str, list[_Loaded]]:
-    """Group by modality; split the rows without a split, stratified, per modality."""
+    """Give every row a split, then group the rows by modality.
+
+    Rows that share an id are one item seen in several modalities, so they share a split: the
+    one a row gives, or one drawn for the whole item. Items without a split are split stratified
+    by their first label, separately for each set of modalities they appear in, so the split of
+    an unpaired modality does not depend on the others.
+    """
     from drcl.data.splits import label_strata, stratified_split
     from drcl.runtime import stage_seed
 
+    by_id: dict[str, list[_Loaded]] = defaultdict(list)
+    for entry in loaded:
+        by_id[entry.item.id].append(entry)
+    open_items: dict[tuple[str, ...], list[list[_Loaded]]] = defaultdict(list)
+    for item_id, rows in by_id.items():
+        given = {e.split for e in rows if e.split is not None}
+        if len(given) > 1:
+            shown = ", ".join(f"{e.item.where} ({e.item.modality}: {e.split})" for e in rows
+                              if e.split is not None)
+            raise DrclError(f"id {item_id!r} names one item in several modalities but has "
+                            f"different splits ({shown}); give its rows one split")
+        if given:
+            for entry in rows:
+                entry.split = next(iter(given))
+        else:
+            open_items[tuple(sorted(e.item.modality for e in rows))].append(rows)
+    for modalities, items in open_items.items():
+        strata = label_strata(np.stack([rows[0].labels for rows in items]))
+        chosen = stratified_split(strata, fractions=split.model_dump(),
+                                  seed=stage_seed(seed, "extract", *modalities))
+        for part, picked in chosen.items():
+            for index in picked:
+                for entry in items[index]:
+                    entry.split = part
     groups: dict[str, list[_Loaded]] = defaultdict(list)
     for entry in loaded:
         groups[entry.item.modality].append(entry)
     for modality, entries in groups.items():
-        open_rows = [e for e in entries if e.split is None]
-        if open_rows:
-            strata = label_strata(np.stack([e.labels for e in open_rows]))
-            chosen = stratified_split(strata, fractions=split.model_dump(),
-                                      seed=stage_seed(seed, "extract", modality))
-            for part, rows in chosen.items():
-                for row in rows:
-                    open_rows[row].split = part
         for part in SPLITS:
             if not any(e.split == part for e in entries):
                 raise DrclError(f"modality {modality!r}: no item in the {part} split (of "
@@ -225,15 +284,15 @@ def _progress(items: Any, desc: str, total: int | None = None) -> Any:
     return tqdm(items, desc=desc, total=total, unit="item", disable=None, leave=False)
 
 
-def _report_json(params: ExtractParams, report: ExtractionReport,
-                 classes: list[str]) -> dict[str, Any]:
+def _report_json(params: ExtractParams, report: ExtractionReport, classes: list[str],
+                 extractors: dict[str, str]) -> dict[str, Any]:
     """Only what the inputs determine (no cache counts), so a re-run writes the same file."""
     return {
         "name": report.name,
         "manifest": str(params.manifest),
         "manifest_format": params.manifest_format,
         "classes": classes,
-        "extractors": {m: params.extractors[m] for m in report.sizes},
+        "extractors": {m: extractors[m] for m in report.sizes},
         "image_size": params.image_size,
         "dims": report.dims,
         "sizes": report.sizes,

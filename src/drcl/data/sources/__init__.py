@@ -22,12 +22,17 @@ UNSPLIT = "all"
 
 @dataclass(frozen=True)
 class RawPart:
-    """Rows as read, before any check; ``*_at`` say where they came from (``file:key``)."""
+    """Rows as read, before any check; ``*_at`` say where they came from (``file:key``).
+
+    ``ids`` name the rows' items when the source names them (None: `prepare` numbers them).
+    """
 
     features: np.ndarray
     labels: np.ndarray
     features_at: str
     labels_at: str
+    ids: np.ndarray | None = None
+    ids_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,14 +40,17 @@ class ImportedDataset:
     """A source's content: per modality either the parts train/val/test or the single part UNSPLIT.
 
     ``classes`` is None when the source names no classes ("0".."C-1" are used). ``paired`` says
-    that the unsplit modalities describe the same items in the same row order, so they must share
-    one split.
+    that the modalities describe the same items row by row (the field's convention for the
+    file), so unsplit ones must share one split and numbered rows name the same item in each;
+    sources that name their items are paired where an id occurs in several modalities.
+    ``extractors`` names what made each modality's features from raw items, when drcl did.
     """
 
     name: str
     modalities: dict[str, dict[str, RawPart]] = field(default_factory=dict)
     classes: list[str] | None = None
     paired: bool = False
+    extractors: dict[str, str] = field(default_factory=dict)
 
 
 def import_source(params: DataParams, *, cache_dir: str | Path | None = None) -> ImportedDataset:

@@ -58,5 +58,7 @@ def cut(whole: RawPart, bounds: dict[str, tuple[int, int]]) -> dict[str, RawPart
                         f"{', '.join(f'{s} {a}:{b}' for s, (a, b) in bounds.items())}")
     return {split: RawPart(features=whole.features[start:stop], labels=whole.labels[start:stop],
                            features_at=f"{whole.features_at}[{start}:{stop}]",
-                           labels_at=f"{whole.labels_at}[{start}:{stop}]")
+                           labels_at=f"{whole.labels_at}[{start}:{stop}]",
+                           ids=None if whole.ids is None else whole.ids[start:stop],
+                           ids_at=f"{whole.ids_at}[{start}:{stop}]" if whole.ids_at else "")
             for split, (start, stop) in bounds.items()}

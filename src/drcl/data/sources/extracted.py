@@ -28,6 +28,7 @@ def import_dataset(params: DataParams, *, cache_dir: str | Path | None = None) -
             raise DrclError(f"{report}: the extract stage ran with extract.manifest null; set "
                             "extract.manifest to use data.source 'extracted'")
         name = str(info["name"])
-    except (ValueError, KeyError, TypeError) as exc:
+        extractors = {str(m): str(e) for m, e in info["extractors"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DrclError(f"{report}: not a valid extraction report ({exc!r})") from None
-    return replace(read_npz(folder / FEATURES_FILE), name=name)
+    return replace(read_npz(folder / FEATURES_FILE), name=name, extractors=extractors)

@@ -1,8 +1,9 @@
-"""Import a generic .npz file with keys ``<modality>.<split>.features`` / ``.labels``.
+"""Import a generic .npz file with keys ``<modality>.<split>.features`` / ``.labels`` / ``.ids``.
 
 Every modality found must have all three splits; an optional ``classes`` key (array of str) names
-the classes. Modalities may differ in size and need not be paired. The data set takes the file's
-stem as its name.
+the classes, and optional ``<modality>.<split>.ids`` (str or int, unique within a modality) name
+the items. Modalities may differ in size and need not be paired; items that share an id across
+modalities are one item seen in each. The data set takes the file's stem as its name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from drcl.errors import DrclError
 
 CLASSES_KEY = "classes"
 KINDS = ("features", "labels")
+IDS = "ids"
 
 
 def import_dataset(params: DataParams, *, cache_dir: str | Path | None = None) -> ImportedDataset:
@@ -51,9 +53,11 @@ def read_npz(path: str | Path) -> ImportedDataset:
             for key in (feat_key, label_key):
                 if key not in arrays:
                     raise DrclError(f"{path}: missing key {key!r}; it has {sorted(keys)}")
+            ids_key = f"{modality}.{split}.{IDS}"
             parts[modality][split] = RawPart(
                 features=arrays[feat_key], labels=arrays[label_key],
                 features_at=f"{path}:{feat_key}", labels_at=f"{path}:{label_key}",
+                ids=arrays.get(ids_key), ids_at=f"{path}:{ids_key}",
             )
     classes = _class_names(path, arrays[CLASSES_KEY]) if CLASSES_KEY in arrays else None
     return ImportedDataset(name=path.stem, modalities=parts, classes=classes)
@@ -76,10 +80,10 @@ def _modality_names(path: Path, keys: list[str]) -> list[str]:
             continue
         modality, _, rest = key.partition(".")
         split, _, kind = rest.partition(".")
-        if not modality or split not in SPLITS or kind not in KINDS:
+        if not modality or split not in SPLITS or kind not in (*KINDS, IDS):
             raise DrclError(
-                f"{path}: unexpected key {key!r}; expected <modality>.<split>.features or "
-                f".labels with split in {', '.join(SPLITS)}, or {CLASSES_KEY!r}"
+                f"{path}: unexpected key {key!r}; expected <modality>.<split>.features, "
+                f".labels or .ids with split in {', '.join(SPLITS)}, or {CLASSES_KEY!r}"
             )
         if modality not in names:
             names.append(modality)

@@ -32,4 +32,4 @@ def import_dataset(params: DataParams, *, cache_dir: str | Path | None = None) -
                    for split, prefix in SPLITS.items()}
         for modality, suffix in VIEWS.items()
     }
-    return ImportedDataset(name=NAME, modalities=modalities)
+    return ImportedDataset(name=NAME, modalities=modalities, paired=True)  # rows pair up

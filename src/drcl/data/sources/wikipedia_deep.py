@@ -34,4 +34,4 @@ def import_dataset(params: DataParams, *, cache_dir: str | Path | None = None) -
         rows = test.features.shape[0]
         modalities[modality] = {"train": train, **cut(test, {"val": (0, VALIDATION_ROWS),
                                                              "test": (VALIDATION_ROWS, rows)})}
-    return ImportedDataset(name=NAME, modalities=modalities)
+    return ImportedDataset(name=NAME, modalities=modalities, paired=True)  # rows pair up

@@ -5,6 +5,7 @@
 ``trainset_txt_img_cat.list`` / ``testset_txt_img_cat.list`` (text id, image id, category 1..10),
 whose categories are named by ``categories.list``. The 2173 training rows are the train split; of
 the 693 test rows the first 231 are validation and the remaining 462 test (the DRCL protocol).
+An item is named by its text id (the article section) in both modalities: the pair is one item.
 The raw texts in ``texts/<text id>.xml`` can be embedded instead of LDA by the extract stage
 (manifest format ``wikipedia_svcl``).
 """
@@ -57,14 +58,16 @@ def import_dataset(params: DataParams, *, cache_dir: str | Path | None = None) -
         for split, suffix in (("train", "tr"), ("test", "te")):
             key = f"{prefix}_{suffix}"
             labels = np.array([p.category for p in pairs[split]], dtype=np.int64)
+            ids = np.array([p.text_id for p in pairs[split]], dtype=np.str_)
             parts[split] = RawPart(features=arrays[key], labels=labels,
                                    features_at=f"{file}:{key}",
-                                   labels_at=f"{root / LISTS[split]} (third column)")
+                                   labels_at=f"{root / LISTS[split]} (third column)",
+                                   ids=ids, ids_at=f"{root / LISTS[split]} (first column)")
         rows = parts["test"].features.shape[0]
         modalities[modality] = {"train": parts["train"],
                                 **cut(parts["test"], {"val": (0, VALIDATION_ROWS),
                                                       "test": (VALIDATION_ROWS, rows)})}
-    return ImportedDataset(name=NAME, modalities=modalities, classes=classes)
+    return ImportedDataset(name=NAME, modalities=modalities, classes=classes, paired=True)
 
 
 def read_categories(root: Path) -> list[str]:
