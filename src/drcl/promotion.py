@@ -117,13 +117,6 @@ class Outcome:
         return line
 
 
-def expected_extractor(params: Params, modality: str) -> str:
-    """The feature extractor a modality's inputs come from ('precomputed' without extraction)."""
-    if params.data.source != "extracted":
-        return "precomputed"
-    return params.extract.extractors.get(modality, "precomputed")
-
-
 @dataclass(frozen=True)
 class _Loaded:
     """An encoder ready to embed, with what the registry needs to know about it."""
@@ -189,7 +182,7 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
                         f"{', '.join(manifest.modalities)})")
     device = resolve_device(params.device)
     tests = {m: load_modality(layout.data, m).test for m in manifest.modalities}
-    extractors = {m: expected_extractor(params, m) for m in manifest.modalities}
+    extractors = {m: info.extractor for m, info in manifest.modalities.items()}
     candidates = {m: _local(layout, m, device, extractors[m]) for m in names}
     for m, loaded in candidates.items():
         if loaded.encoder.spec.input_dim != tests[m].features.shape[1]:

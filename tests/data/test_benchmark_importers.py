@@ -111,6 +111,8 @@ def test_wikipedia_deep_cuts_validation_from_test(tmp_path, version):
     assert (image.train.labels.argmax(1) == arrays["train_imgs_labels"].ravel() - 1).all()
     text = load_modality(out, "text")
     assert (text.test.labels == image.test.labels).all()  # both views share the image labels
+    assert manifest.paired  # row i of each view is one article: one id in both
+    assert text.val.ids[0] == image.val.ids[0] == "val/0"
 
 
 def test_wikipedia_deep_needs_more_than_231_test_rows(tmp_path):
@@ -197,6 +199,7 @@ def test_xmedianet_cells_become_five_modalities(tmp_path, version):
     path = MAT_WRITERS[version](tmp_path / "XMediaNet5View.mat", arrays)
     manifest, out = prepare(tmp_path, "xmedianet", path)
     assert list(manifest.modalities) == ["image", "text", "video", "audio", "3d"]
+    assert not manifest.paired  # the media are separate items
     assert [i.dim for i in manifest.modalities.values()] == dims
     assert manifest.modalities["audio"].sizes == {"train": 30, "val": 7, "test": 9}
     video = load_modality(out, "video")
@@ -303,6 +306,10 @@ def test_wikipedia_svcl_release_layout(tmp_path):
     categories = np.array([int(line.split("\t")[2]) for line in lines])
     text = load_modality(out, "text")
     assert (text.test.labels.argmax(1) == categories[231:] - 1).all()
+    # a pair is one item, named by its text id in both modalities
+    assert manifest.paired
+    assert text.test.ids.tolist() == [line.split("\t")[0] for line in lines[231:]]
+    assert load_modality(out, "image").test.ids.tolist() == text.test.ids.tolist()
 
 
 def test_wikipedia_svcl_bad_list_line(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from drcl.config import DataParams, ExtractParams, SplitRatios
-from drcl.data.dataset import load_modality
+from drcl.data.dataset import SPLITS, load_modality
 from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
 from drcl.extract import FEATURES_FILE, REPORT_FILE
@@ -209,6 +209,57 @@ def test_unassigned_rows_are_split_stratified_by_seed(tmp_path):
         np.testing.assert_array_equal(npz["vec.test.features"], first)
 
 
+def paired_manifest(tmp_path: Path, n: int = 30, *, splits: dict[int, str] | None = None) -> Path:
+    """n items, each a vector in modality `vec` and a shorter one in `aux`, under one id."""
+    rows = []
+    rng = np.random.default_rng(1)
+    (tmp_path / "aux").mkdir()
+    for i, row in enumerate(write_vectors(tmp_path / "vecs", n)):
+        np.save(tmp_path / "aux" / f"a{i}.npy", rng.normal(size=2) + i % 3)
+        split = (splits or {}).get(i, "")
+        rows += [f"{row},{split}", f"v{i},aux,{CLASSES[i % 3]},aux/a{i}.npy,{split}"]
+    rows.append("lone,aux,cat,aux/a0.npy,")  # an item seen in one modality only
+    return write_csv(tmp_path / "m.csv", "id,modality,label,path,split", rows)
+
+
+def test_one_item_in_several_modalities_lands_in_one_split(tmp_path):
+    report, out = run(tmp_path, paired_manifest(tmp_path), extractors={})
+    with np.load(out / FEATURES_FILE) as npz:
+        where = {m: {str(i): s for s in SPLITS for i in npz[f"{m}.{s}.ids"]}
+                 for m in ("vec", "aux")}
+    assert where["aux"].pop("lone") in SPLITS
+    assert where["vec"] == where["aux"]  # every shared id in the same split in both
+    assert report.sizes["vec"] == {"train": 18, "val": 6, "test": 6}
+    prepared = prepare_dataset(DataParams(source="extracted", path=out), seed=0,
+                               out_dir=tmp_path / "prepared")
+    assert prepared.paired
+    assert prepared.modalities["vec"].extractor == "precomputed"
+    assert set(load_modality(tmp_path / "prepared", "vec").test.ids) == \
+        {i for i, s in where["vec"].items() if s == "test"}
+
+
+def test_a_given_split_carries_over_to_the_same_item_elsewhere(tmp_path):
+    manifest = paired_manifest(tmp_path)
+    lines = manifest.read_text().splitlines()
+    lines[2] = lines[2].removesuffix(",") + ",test"  # v0 in aux only: vec's v0 follows it
+    manifest.write_text("\n".join(lines) + "\n")
+    _, out = run(tmp_path, manifest, extractors={})
+    with np.load(out / FEATURES_FILE) as npz:
+        assert "v0" in npz["vec.test.ids"] and "v0" in npz["aux.test.ids"]
+
+
+def test_one_item_with_two_splits_is_refused(tmp_path):
+    manifest = paired_manifest(tmp_path, splits={3: "train"})
+    lines = manifest.read_text().splitlines()
+    lines[8] = lines[8].removesuffix("train") + "test"  # aux's v3: test, vec's v3: train
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DrclError, match=r"^id 'v3' names one item in several modalities but has "
+                                        r"different splits \(.*m.csv:8 \(vec: train\), "
+                                        r".*m.csv:9 \(aux: test\)\); give its rows one split$"):
+        run(tmp_path, manifest, extractors={})
+    assert not (tmp_path / "extracted").exists()
+
+
 def test_too_few_items_for_a_split(tmp_path):
     manifest = write_csv(tmp_path / "m.csv", "id,modality,label,path,split",
                          [r + ",train" for r in write_vectors(tmp_path / "vecs", 4)])
@@ -275,3 +326,5 @@ def test_wikipedia_release_as_a_manifest():
     image = next(i for i in manifest.items if i.modality == "image" and i.split == "val")
     _, vector = Precomputed().load(image)
     assert vector.shape == (128,)
+    # one id per pair: the image is named by the article section it illustrates
+    assert [i.id for i in manifest.items if i.modality == "image"] == [i.id for i in texts]

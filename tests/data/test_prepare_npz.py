@@ -256,3 +256,45 @@ def test_data_modalities_unknown_is_refused(npz_arrays, write_npz, tmp_path: Pat
     with pytest.raises(DrclError, match=expected):
         prepare_dataset(params, seed=0, out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+def test_items_keep_their_ids(npz_arrays, write_npz, npz_params, tmp_path) -> None:
+    """Given ids travel into the data set; items named in two modalities make it paired."""
+    for modality in MODALITIES:
+        for split in SPLITS:
+            n = len(npz_arrays[f"{modality}.{split}.features"])
+            npz_arrays[f"{modality}.{split}.ids"] = np.asarray(
+                [f"doc-{split}-{i}" for i in range(n)]) if modality == "text" else \
+                np.arange(n) + {"train": 0, "val": 1000, "test": 2000}[split]
+    manifest = prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "a")
+    assert manifest.paired is False  # integer ids of images, doc-... ids of texts: none shared
+    data = load_modality(tmp_path / "a", "text")
+    assert list(data.val.ids[:2]) == ["doc-val-0", "doc-val-1"]
+    assert load_modality(tmp_path / "a", "image").test.ids[0] == "2000"
+    for split in SPLITS:  # the texts now name the images' items
+        n = len(npz_arrays[f"text.{split}.features"])
+        npz_arrays[f"text.{split}.ids"] = npz_arrays[f"image.{split}.ids"][:n]
+    assert prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0,
+                           out_dir=tmp_path / "b").paired is True
+
+
+def test_unnamed_items_are_numbered_per_split(npz_arrays, write_npz, npz_params, tmp_path):
+    manifest = prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    assert manifest.paired is False
+    data = load_modality(tmp_path / "ds", "image")
+    assert list(data.train.ids[:2]) == ["train/0", "train/1"]
+    assert data.test.ids[-1] == f"test/{len(data.test) - 1}"
+
+
+@pytest.mark.parametrize(("ids", "message"), [
+    (lambda n: np.asarray(["x"] * n), r"toy.npz:image.train.ids: modality 'image' repeats 1 id"),
+    (lambda n: np.arange(n + 1), r"toy.npz:image.train.ids: ids must be strings or whole numbers, "
+                                 r"one per feature row"),
+    (lambda n: np.ones(n) / 3, r"ids must be strings or whole numbers"),
+    (lambda n: np.asarray([""] + ["a"] * (n - 1)), r"modality 'image' has an empty id"),
+])
+def test_bad_ids_are_refused(npz_arrays, write_npz, npz_params, tmp_path, ids, message) -> None:
+    npz_arrays["image.train.ids"] = ids(len(npz_arrays["image.train.features"]))
+    with pytest.raises(DrclError, match=message):
+        prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()

