@@ -42,14 +42,8 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def write_params(folder: Path, **groups: dict) -> Path:
-    """The project's params.yaml with the fast settings above, then `groups`, merged in.
-
-    The default data set's per-modality overrides are dropped (unless `groups` sets them):
-    they name modalities the test data sets do not have.
-    """
+    """The project's params.yaml with the fast settings above, then `groups`, merged in."""
     params = _merge(_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), FAST), groups)
-    params["model"]["standardize_per_modality"] = \
-        groups.get("model", {}).get("standardize_per_modality", {})
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

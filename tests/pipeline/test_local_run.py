@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 SLICE = ["fou", "kar", "mor"]
 FAST = {"seed": 0, "device": "cpu", "data": {"source": "uci_mfeat", "modalities": SLICE},
-        "model": {"hidden_dim": 32, "common_dim": 16, "standardize_per_modality": {}},
+        "model": {"hidden_dim": 32, "common_dim": 16},
         "train": {"epochs": 3, "batch_size": 32, "lr": 3e-3},
         "tracking": {"enabled": True, "experiment": "drcl-kfp-test"}}
 

@@ -1,0 +1,343 @@
+"""The commands of README.md, run as a user types them.
+
+Every ```bash block of the README carries a marker on the line above it,
+``<!-- readme-test: SCENARIO -->``, or ``<!-- readme-test: none (why) -->`` for a block that
+cannot run here (a cluster). Each scenario below copies the working tree into a temporary git
+repository, gives it what the README says the user has (their feature file, manifest or
+credentials), sets fast params (small widths, few epochs: the README's commands are unchanged,
+the slice is small), runs the scenario's blocks in README order with bash, and checks what they
+left. A README edit that breaks a command, or a block without a scenario, fails the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from drcl.profiles import apply_profile
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+REAL_WIKIPEDIA = ROOT.parent / "shared" / "data" / "wikipedia"
+MARKER = re.compile(r"^<!-- readme-test: (?P<scenario>[a-z0-9-]+)(?: \((?P<why>[^)]+)\))? -->$")
+FAST = {"device": "cpu",
+        "model": {"hidden_dim": 32, "common_dim": 16},
+        "train": {"epochs": 6, "batch_size": 32, "lr": 3e-3},
+        "promotion": {"min_mean_map": 0.0, "min_direction_map": 0.0}}
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int
+    scenario: str
+    why: str | None
+    code: str
+
+
+def readme_blocks(text: str) -> list[Block]:
+    """The README's ```bash blocks with the scenario each one's marker names."""
+    lines = text.splitlines()
+    blocks = []
+    for number, line in enumerate(lines):
+        if line.strip() != "```bash":
+            continue
+        above = next((lines[i] for i in range(number - 1, -1, -1) if lines[i].strip()), "")
+        marker = MARKER.match(above.strip())
+        end = lines.index("```", number + 1)
+        blocks.append(Block(number + 1, marker["scenario"] if marker else "",
+                            marker["why"] if marker else None, "\n".join(lines[number + 1:end])))
+    return blocks
+
+
+BLOCKS = readme_blocks(README.read_text())
+
+
+def test_every_block_has_a_scenario_or_says_why_not():
+    known = {*SCENARIOS, "none"}
+    for block in BLOCKS:
+        assert block.scenario in known, (
+            f"README.md:{block.line}: mark the block with <!-- readme-test: SCENARIO --> "
+            f"(one of {sorted(SCENARIOS)}) or <!-- readme-test: none (why) -->")
+        if block.scenario == "none":
+            assert block.why, f"README.md:{block.line}: say why the block is not run"
+    assert {b.scenario for b in BLOCKS} >= set(SCENARIOS), "a scenario lost its README block"
+
+
+# ---------------------------------------------------------------- the temporary project
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+
+    def run_blocks(self, scenario: str, given: dict[str, str] | None = None) -> list[str]:
+        """Run the scenario's blocks in order; `given` values replace the README's
+        placeholders in `export NAME=...` lines (the user's own credentials)."""
+        outputs = []
+        for block in (b for b in BLOCKS if b.scenario == scenario):
+            code = _with_given(block.code, given or {})
+            result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=self.root,
+                                    env=self.env, capture_output=True, text=True, timeout=900,
+                                    check=False)
+            assert result.returncode == 0, (
+                f"README.md:{block.line} failed ({result.returncode}):\n{code}\n"
+                f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+            outputs.append(result.stdout)
+        return outputs
+
+    def git(self, *args: str) -> None:
+        subprocess.run(["git", *args], cwd=self.root, env=self.env, check=True,
+                       capture_output=True)
+
+
+def _with_given(code: str, given: dict[str, str]) -> str:
+    lines = []
+    for line in code.splitlines():
+        if line.startswith("export ") and given:
+            words = shlex.split(line.split("#", 1)[0])[1:]
+            names = [w.split("=", 1)[0] for w in words]
+            line = "export " + " ".join(f"{n}={shlex.quote(given[n])}" if n in given
+                                        else w for n, w in zip(names, words, strict=True))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _working_tree() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    return [p for p in listed.split("\0") if p and (ROOT / p).is_file()]
+
+
+@pytest.fixture
+def project(tmp_path, uci_cache, empty_mlflow_store) -> Callable[..., Project]:
+    """A copy of the working tree as a fresh git repository with fast params committed."""
+    def make(**groups: dict) -> Project:
+        root = tmp_path / "repo"
+        for relative in _working_tree():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / relative, root / relative)
+        venv = Path(sys.prefix)
+        if (venv / "bin" / "activate").is_file():
+            (root / ".venv").symlink_to(venv)
+        store = tmp_path / "store" / "mlflow.db"
+        store.parent.mkdir()
+        shutil.copyfile(empty_mlflow_store, store)
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DRCL_CACHE_DIR": str(uci_cache),
+               "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+        for name in ("MLFLOW_REGISTRY_URI", "DRCL_PIPELINE_RUN_ID", "VIRTUAL_ENV"):
+            env.pop(name, None)
+        settings = tmp_path / "fast.yaml"
+        settings.write_text(yaml.safe_dump(_merged(FAST, groups)))
+        apply_profile(settings, root / "params.yaml")
+        found = Project(root, env)
+        found.git("init", "-q")
+        found.git("add", "-A")
+        found.git("commit", "-qm", "the project, with fast params")
+        return found
+    return make
+
+
+def _merged(base: dict, more: dict) -> dict:
+    out = dict(base)
+    for key, value in more.items():
+        out[key] = _merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def metrics(project: Project) -> dict:
+    return json.loads((project.root / "metrics" / "eval.json").read_text())
+
+
+# ---------------------------------------------------------------- what the user brings
+
+
+def write_scene(path: Path, *, seed: int = 0) -> Path:
+    """Three views of a four-class scene data set in the README's npz format; view0 and view1
+    name their items by shared ids (paired), view2 has items of its own."""
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {"classes": np.asarray(["beach", "city", "forest", "snow"])}
+    for view, dim, scale in (("view0", 12, 1.0), ("view1", 7, 50.0), ("view2", 9, 0.01)):
+        centers = rng.normal(size=(4, dim)) * 3
+        for split, n in (("train", 80), ("val", 24), ("test", 24)):
+            labels = np.arange(n) % 4
+            arrays[f"{view}.{split}.features"] = scale * (centers[labels]
+                                                          + rng.normal(size=(n, dim)))
+            arrays[f"{view}.{split}.labels"] = labels
+            prefix = "scene" if view != "view2" else "extra"
+            arrays[f"{view}.{split}.ids"] = np.asarray([f"{prefix}-{split}-{i}" for i in range(n)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_raw_items(folder: Path) -> list[str]:
+    """Digit photos (scikit-learn's 8x8 digits, enlarged) and a caption per photo under the same
+    id: a manifest as README.md shows it. Returns the ids."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    names = ["zero", "one", "two"]
+    captions = ["a handwritten {} on a white card", "the digit {} written by hand",
+                "a scanned {} from a form", "someone wrote the number {}"]
+    digits = load_digits(n_class=3)
+    (folder / "photos").mkdir(parents=True)
+    rows, ids = ["id,modality,labels,path,text,split"], []
+    for i in range(60):
+        label = int(digits.target[i])
+        pixels = (255 - digits.images[i] * 16).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).resize((64, 64)).save(folder / "photos" / f"d{i:03d}.png")
+        item = f"d{i:03d}"
+        caption = captions[i % len(captions)].format(names[label])
+        rows += [f"{item},image,{names[label]},photos/{item}.png,,",
+                 f'{item},text,{names[label]},,"{caption}",']
+        ids.append(item)
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return ids
+
+
+def write_wikipedia_slice(dest: Path, *, train: int = 200, test: int = 280) -> Path:
+    """The first rows of the real release in its own layout: the README's commands unchanged,
+    a fraction of the work (the protocol keeps 231 test rows for validation)."""
+    from scipy.io import loadmat, savemat
+
+    dest.mkdir(parents=True)
+    shutil.copy(REAL_WIKIPEDIA / "categories.list", dest)
+    kept = {}
+    for name, rows in (("trainset_txt_img_cat.list", train), ("testset_txt_img_cat.list", test)):
+        lines = (REAL_WIKIPEDIA / name).read_text().splitlines()[:rows]
+        (dest / name).write_text("\n".join(lines) + "\n")
+        kept[name] = [line.split("\t")[0] for line in lines]
+    (dest / "texts").mkdir()
+    for text_id in (t for ids in kept.values() for t in ids):
+        (dest / "texts" / f"{text_id}.xml").symlink_to(REAL_WIKIPEDIA / "texts" / f"{text_id}.xml")
+    features = loadmat(REAL_WIKIPEDIA / "raw_features.mat")
+    savemat(dest / "raw_features.mat", {
+        "I_tr": features["I_tr"][:train], "T_tr": features["T_tr"][:train],
+        "I_te": features["I_te"][:test], "T_te": features["T_te"][:test]})
+    return dest
+
+
+# ---------------------------------------------------------------- the scenarios
+
+
+def scenario_dvc(project):
+    """Quick start: the DVC commands after `make repro`, on three views of the default data."""
+    p = project(data={"modalities": ["kar", "mor"]})
+    out = p.run_blocks("dvc")
+    assert "kar->mor" in out[0]  # dvc metrics show
+    assert (p.root / "dvc_plots" / "index.html").is_file()
+    assert yaml.safe_load((p.root / "params.yaml").read_text())["train"]["lr"] == 1e-3
+    experiments = subprocess.run(["dvc", "exp", "list", "--name-only"], cwd=p.root, env=p.env,
+                                 capture_output=True, text=True, check=True).stdout.split()
+    assert len(experiments) == 1
+    assert metrics(p)["map_all"]["mean"] > 0.3  # ten classes: chance is about 0.1
+
+
+def scenario_own_npz(project):
+    """Your own features: a three-view npz file, versioned with DVC, trained with -S settings
+    and nothing else."""
+    p = project()
+    write_scene(p.root / "data" / "scene.npz")
+    out = p.run_blocks("own-npz")
+    report = metrics(p)
+    assert set(report["map_all"]) == {"mean"} | {f"view{a}->view{b}" for a in range(3)
+                                                 for b in range(3) if a != b}
+    assert report["map_all"]["mean"] > 0.5  # four classes: chance is about 0.25
+    assert "view0->view1" in out[0]  # dvc metrics show
+    manifest = json.loads((p.root / "data/prepared/manifest.json").read_text())
+    assert manifest["paired"] is True  # view0 and view1 share ids
+    chosen = {v: json.loads((p.root / f"metrics/train/{v}.json").read_text())["standardize"]
+              for v in ("view0", "view1", "view2")}
+    assert all(c["how"] == "auto" for c in chosen.values())
+
+
+def scenario_raw(project):
+    """Raw photos and captions listed in a manifest: extracted, trained, promoted, indexed and
+    searched; the results name the manifest's items."""
+    p = project()
+    ids = write_raw_items(p.root / "data" / "raw")
+    out = p.run_blocks("raw")
+    report = json.loads((p.root / "data/extracted/extraction.json").read_text())
+    assert report["extractors"] == {"image": "efficientnet_lite0", "text": "minilm"}
+    assert json.loads((p.root / "data/prepared/manifest.json").read_text())["paired"] is True
+    assert out[1].startswith("champion: drcl-set v1")
+    table = [line.split() for line in out[1].splitlines()
+             if line.startswith("d") and line.split()[1:2] in (["1"], ["2"], ["3"])]
+    assert table, out[1]
+    assert {row[0] for row in table} | {row[2] for row in table} <= set(ids)
+
+
+def scenario_profiles(project, tmp_path):
+    """The Wikipedia profiles, then the same data set as -S settings (a slice of the release)."""
+    if not REAL_WIKIPEDIA.is_dir():
+        pytest.skip(f"the Wikipedia release is not at {REAL_WIKIPEDIA}")
+    p = project()
+    (p.root / "data").mkdir(exist_ok=True)
+    (p.root / "data" / "wikipedia").symlink_to(write_wikipedia_slice(tmp_path / "wikipedia"))
+    out = p.run_blocks("profiles")
+    assert {"uci_mfeat", "wikipedia_lda", "wikipedia_minilm"} <= set(out[0].split())
+    assert set(metrics(p)["map_all"]) == {"mean", "image->text", "text->image"}
+    experiments = subprocess.run(["dvc", "exp", "list", "--name-only"], cwd=p.root, env=p.env,
+                                 capture_output=True, text=True, check=True).stdout.split()
+    assert len(experiments) == 3
+
+
+def scenario_s3(project, s3_server):
+    """The data set pushed to a real S3 server with the user's credentials from the
+    environment."""
+    import boto3
+
+    p = project(data={"source": "npz", "path": "data/scene.npz", "modalities": ["view0"]})
+    write_scene(p.root / "data" / "scene.npz")
+    made = subprocess.run(["dvc", "repro", "prepare"], cwd=p.root, env=p.env,
+                          capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr
+    env = s3_server.env()
+    p.env = {k: v for k, v in p.env.items() if not k.startswith("AWS_")}
+    p.env["AWS_DEFAULT_REGION"] = env["AWS_DEFAULT_REGION"]
+    p.run_blocks("s3", given=env)
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    assert s3.list_objects_v2(Bucket="drcl-data", Prefix="dvc/").get("KeyCount", 0) > 0
+
+
+def scenario_kubeflow(project):
+    """The pipeline compiled, and run on this machine with kfp's own runner."""
+    p = project(data={"source": "npz", "path": "data/scene.npz",
+                      "modalities": ["view0", "view1", "view2"]},
+                train={"epochs": 3})
+    write_scene(p.root / "data" / "scene.npz")
+    out = p.run_blocks("kubeflow")
+    assert (p.root / "build" / "drcl-pipeline.yaml").is_file()
+    summary = json.loads(out[0].splitlines()[-1].split("; outputs in ")[0])
+    assert summary["map_all"] > 0.3
+
+
+SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
+             "profiles": scenario_profiles, "s3": scenario_s3, "kubeflow": scenario_kubeflow}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_readme_scenario(name, request):
+    scenario = SCENARIOS[name]
+    wanted = scenario.__code__.co_varnames[:scenario.__code__.co_argcount]
+    scenario(*(request.getfixturevalue(f) for f in wanted))
