@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drcl.array_files import load_npy, load_npz
 from drcl.atomic import atomic_path
 from drcl.config import Params
 from drcl.data.dataset import file_sha256
@@ -42,21 +43,17 @@ def read_features(path: Path, *, key: str = "features") -> Features:
     if not path.is_file():
         raise DrclError(f"{path}: no such features file")
     ids = None
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False)
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                if key not in npz.files:
-                    raise DrclError(f"{path}: no array {key!r}; it has {sorted(npz.files)}")
-                values = npz[key]
-                ids_key = key.removesuffix("features") + "ids" if key.endswith("features") \
-                    else "ids"
-                ids = [str(i) for i in npz[ids_key]] if ids_key in npz.files else None
-        else:
-            raise DrclError(f"{path}: features must be a .npy or .npz file")
-    except (OSError, ValueError) as exc:
-        raise DrclError(f"{path}: not a readable numpy file ({exc})") from None
+    if path.suffix == ".npy":
+        values = load_npy(path, what="a features file")
+    elif path.suffix == ".npz":
+        ids_key = key.removesuffix("features") + "ids" if key.endswith("features") else "ids"
+        names, arrays = load_npz(path, [key, ids_key], what="a features file")
+        if key not in arrays:
+            raise DrclError(f"{path}: no array {key!r}; it has {sorted(names)}")
+        values = arrays[key]
+        ids = [str(i) for i in arrays[ids_key]] if ids_key in arrays else None
+    else:
+        raise DrclError(f"{path}: features must be a .npy or .npz file")
     if values.ndim != 2 or values.shape[0] == 0 or not np.issubdtype(values.dtype, np.number):
         raise DrclError(f"{path}: features must be a non-empty numeric (rows, width) matrix, "
                         f"got {values.dtype} {values.shape}")
@@ -207,18 +204,22 @@ def read_index(path: Path) -> Index | None:
     """The index in `path`, or None when the file is a plain features file."""
     if path.suffix != ".npz" or not path.is_file():
         return None
+    names, arrays = load_npz(path, ["meta", "embeddings", "ids"], what="an index or features")
+    if "meta" not in arrays:
+        return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "meta" not in npz.files:
-                return None
-            meta = json.loads(str(npz["meta"]))
-            if meta.get("format") != INDEX_FORMAT:
-                raise DrclError(f"{path}: index format {meta.get('format')!r}, expected "
-                                f"{INDEX_FORMAT!r}; rebuild it with `drcl index`")
-            return Index(npz["embeddings"].astype(np.float32, copy=False),
-                         [str(i) for i in npz["ids"]], meta)
-    except (OSError, ValueError, KeyError) as exc:
-        raise DrclError(f"{path}: not a readable index ({exc})") from None
+        meta = json.loads(str(arrays["meta"]))
+        if meta.get("format") != INDEX_FORMAT:
+            raise DrclError(f"{path}: index format {meta.get('format')!r}, expected "
+                            f"{INDEX_FORMAT!r}; rebuild it with `drcl index`")
+        embeddings, ids = arrays["embeddings"], [str(i) for i in arrays["ids"]]
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise DrclError(f"{path}: not a readable index ({exc!r}); rebuild it with "
+                        "`drcl index`") from None
+    if embeddings.ndim != 2 or len(ids) != embeddings.shape[0]:
+        raise DrclError(f"{path}: {len(ids)} ids for embeddings of shape {embeddings.shape}; "
+                        "rebuild it with `drcl index`")
+    return Index(embeddings.astype(np.float32, copy=False), ids, meta)
 
 
 @dataclass(frozen=True)

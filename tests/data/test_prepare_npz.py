@@ -100,9 +100,15 @@ def test_base_is_decided_over_the_whole_data_set(npz_arrays, write_npz, npz_para
 
 def test_class_names_from_the_file(npz_arrays, write_npz, npz_params, tmp_path) -> None:
     npz_arrays["classes"] = np.array(["cat", "dog", "owl", "eel"])
+    # 1..3 with 4 named classes is not 1-based (max != 4): ids are kept as they are, so
+    # "cat" (0) has no item, which is refused
+    with pytest.raises(DrclError, match=r"1 of 4 classes occur in no split of any modality "
+                                        r"\(cat\)"):
+        prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    npz_arrays["text.val.labels"] = npz_arrays["text.val.labels"].copy()
+    npz_arrays["text.val.labels"][0] = 0  # one cat
     manifest = prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
     assert manifest.classes == ["cat", "dog", "owl", "eel"]
-    # 1..3 with 4 named classes is not 1-based (max != 4): ids are kept as they are.
     train = load_modality(tmp_path / "ds", "image").train.labels
     np.testing.assert_array_equal(train.argmax(axis=1), npz_arrays["image.train.labels"].ravel())
 
@@ -233,7 +239,8 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
 def test_not_an_npz_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "junk.npz"
     path.write_text("not a zip")
-    with pytest.raises(DrclError, match="junk.npz: not a readable .npz"):
+    with pytest.raises(DrclError, match=r"junk.npz: not readable as an .npz feature file "
+                                        r"\(not a numpy file\)$"):
         prepare_dataset(DataParams(source="npz", path=path), seed=0, out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
@@ -298,3 +305,24 @@ def test_bad_ids_are_refused(npz_arrays, write_npz, npz_params, tmp_path, ids, m
     with pytest.raises(DrclError, match=message):
         prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+def test_classes_that_never_occur_are_refused(npz_arrays, write_npz, npz_params, tmp_path):
+    """Labels 1..3 and one 99: taken as ids they would make 100 classes, 96 of them empty."""
+    npz_arrays["image.test.labels"] = npz_arrays["image.test.labels"].copy()
+    npz_arrays["image.test.labels"][0] = 99
+    with pytest.raises(DrclError, match=r"^toy: 96 of 100 classes occur in no split of any "
+                                        r"modality \(0, 4, 5, .* \.\.\.\); labels must use"):
+        prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_damaged_prepared_file_names_itself(npz_arrays, write_npz, npz_params, tmp_path):
+    prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    file = tmp_path / "ds" / "image.npz"
+    file.write_bytes(file.read_bytes()[:100])
+    with pytest.raises(DrclError, match=r"image.npz: not readable as a prepared modality file "
+                                        r"\(BadZipFile"):
+        load_modality(tmp_path / "ds", "image", verify=False)
+    with pytest.raises(DrclError, match=r"image.npz: checksum differs from manifest.json"):
+        load_modality(tmp_path / "ds", "image")

@@ -59,7 +59,12 @@ def test_read_features_npy_and_npz_with_ids(tmp_path):
     ("q.npy", np.array([[1.0, np.nan]]), "NaN or infinite"),
     ("q.npz", {"other": np.ones((2, 2))}, "no array 'features'; it has ['other']"),
     ("q.npz", {"features": np.ones((2, 2)), "ids": np.array(["x"])}, "1 ids for 2 rows"),
-    ("q.npy", b"not numpy", "not a readable numpy file"),
+    ("q.npy", b"not numpy", "q.npy: not readable as a features file (not a numpy file)"),
+    ("q.npy", b"", "q.npy: not readable as a features file (EOFError"),
+    ("q.npz", b"", "q.npz: not readable as a features file (EOFError"),
+    ("q.npz", "truncated", "q.npz: not readable as a features file (BadZipFile"),
+    ("q.npz", "flipped", "q.npz: not readable as a features file (BadZipFile: Bad CRC-32"),
+    ("q.npy", "truncated", "q.npy: not readable as a features file (ValueError: Failed to read"),
 ])
 def test_bad_feature_files_are_one_line(tmp_path, name, content, message):
     path = tmp_path / name
@@ -69,6 +74,17 @@ def test_bad_feature_files_are_one_line(tmp_path, name, content, message):
         np.save(path, content)
     elif isinstance(content, bytes):
         path.write_bytes(content)
+    elif content in ("truncated", "flipped"):  # a good file, then damaged
+        if path.suffix == ".npz":
+            np.savez(path, features=np.arange(4000.0).reshape(1000, 4))
+        else:
+            np.save(path, np.arange(4000.0).reshape(1000, 4))
+        data = bytearray(path.read_bytes())
+        if content == "truncated":
+            data = data[:len(data) // 2]
+        else:
+            data[len(data) // 3] ^= 0xFF
+        path.write_bytes(bytes(data))
     elif content is not None:
         path.write_text(content)
     with pytest.raises(DrclError) as err:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drcl.array_files import load_npz
 from drcl.atomic import atomic_path, write_json
 from drcl.errors import DrclError
 
@@ -213,19 +214,22 @@ def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> Mo
             raise DrclError(f"{file}: checksum differs from {MANIFEST}; the data set was modified")
     elif not file.is_file():
         raise DrclError(f"{file}: no such modality file (run `drcl prepare` first)")
-    with np.load(file, allow_pickle=False) as npz:
-        if "classes" not in npz.files:
-            raise DrclError(f"{file}: key 'classes' missing; found {sorted(npz.files)}")
-        num_classes = len(npz["classes"])
-        splits = {}
-        for split in SPLITS:
-            where = f"{file}:{split}.labels"
-            ids_key = f"{split}.ids"
-            splits[split] = Split(
-                features=npz[f"{split}.features"].astype(np.float32, copy=False),
-                labels=_decode_labels(npz[f"{split}.labels"], num_classes, where),
-                ids=npz[ids_key].astype(np.str_) if ids_key in npz.files else None,
-            )
+    names, npz = load_npz(file, what="a prepared modality file")
+    expected = ["classes", *(f"{s}.{kind}" for s in SPLITS for kind in ("features", "labels"))]
+    missing = [key for key in expected if key not in npz]
+    if missing:
+        raise DrclError(f"{file}: key {missing[0]!r} missing; found {sorted(names)} (run "
+                        "`drcl prepare` again)")
+    num_classes = len(npz["classes"])
+    splits = {}
+    for split in SPLITS:
+        where = f"{file}:{split}.labels"
+        ids_key = f"{split}.ids"
+        splits[split] = Split(
+            features=npz[f"{split}.features"].astype(np.float32, copy=False),
+            labels=_decode_labels(npz[f"{split}.labels"], num_classes, where),
+            ids=npz[ids_key].astype(np.str_) if ids_key in npz else None,
+        )
     return ModalityData(name=modality, **splits)
 
 

@@ -27,6 +27,7 @@ def prepare_dataset(params: DataParams, *, seed: int, out_dir: str | Path,
     imported = _select_modalities(import_source(params, cache_dir=cache_dir), params.modalities)
     check_imported(imported)
     labels, num_classes, multi_label = _labels(imported)
+    _check_every_class_occurs(imported, labels, num_classes)
     fractions = params.split.model_dump()
     shared = _shared_split(imported, labels, fractions=fractions, seed=seed)
     modalities: dict[str, ModalityData] = {}
@@ -79,6 +80,21 @@ def _paired(imported: ImportedDataset, modalities: dict[str, ModalityData]) -> b
             return True
         seen |= ids
     return False
+
+
+def _check_every_class_occurs(imported: ImportedDataset,
+                              labels: dict[str, dict[str, np.ndarray]], num_classes: int) -> None:
+    """A class with no item in any split or modality is an error, not a warning: it still gets
+    a column of the prior and of every score, and it usually means the ids were misread (labels
+    1..9 and 99, say, taken as 100 classes)."""
+    counts = sum(matrix.sum(axis=0) for parts in labels.values() for matrix in parts.values())
+    empty = np.flatnonzero(np.asarray(counts) == 0)
+    if empty.size:
+        names = imported.classes or [str(c) for c in range(num_classes)]
+        shown = ", ".join(names[c] for c in empty[:8]) + (" ..." if empty.size > 8 else "")
+        raise DrclError(f"{imported.name}: {empty.size} of {num_classes} classes occur in no "
+                        f"split of any modality ({shown}); labels must use every class, or the "
+                        "classes array must list only the classes used")
 
 
 def _select_modalities(imported: ImportedDataset, wanted: list[str] | None) -> ImportedDataset:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drcl.array_files import READ_ERRORS
 from drcl.data.sources.uci_mfeat import resolve_cache_dir
 
 
@@ -27,7 +28,7 @@ class FeatureCache:
     def get(self, digest: str) -> np.ndarray | None:
         try:
             return np.load(self._file(digest), allow_pickle=False)
-        except (OSError, ValueError):  # absent, or unreadable: computed again
+        except READ_ERRORS:  # absent, or unreadable: computed again
             return None
 
     def put(self, digest: str, vector: np.ndarray) -> None:

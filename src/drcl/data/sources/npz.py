@@ -8,11 +8,11 @@ modalities are one item seen in each. The data set takes the file's stem as its 
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from drcl.array_files import load_npz
 from drcl.config import DataParams
 from drcl.data.dataset import SPLITS
 from drcl.data.sources import ImportedDataset, RawPart
@@ -34,12 +34,7 @@ def read_npz(path: str | Path) -> ImportedDataset:
     path = Path(path)
     if not path.is_file():
         raise DrclError(f"{path}: npz file not found")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.files)
-            arrays = {key: _read_key(npz, path, key) for key in keys}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DrclError(f"{path}: not a readable .npz file ({exc})") from None
+    keys, arrays = load_npz(path, what="an .npz feature file")
 
     modalities = _modality_names(path, keys)
     if not modalities:
@@ -61,15 +56,6 @@ def read_npz(path: str | Path) -> ImportedDataset:
             )
     classes = _class_names(path, arrays[CLASSES_KEY]) if CLASSES_KEY in arrays else None
     return ImportedDataset(name=path.stem, modalities=parts, classes=classes)
-
-
-def _read_key(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
-    """One array; object arrays are refused by allow_pickle=False, reported with their key."""
-    try:
-        return npz[key]
-    except ValueError as exc:
-        raise DrclError(f"{path}:{key}: cannot be read without pickle ({exc}); "
-                        "store plain numeric or string arrays") from None
 
 
 def _modality_names(path: Path, keys: list[str]) -> list[str]:
