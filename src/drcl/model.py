@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from drcl.errors import DrclError
-from drcl.tensor_files import read_tensor_metadata, save_tensors
+from drcl.tensor_files import load_tensors, read_tensor_metadata, save_tensors
 
 
 @dataclass(frozen=True)
@@ -88,14 +86,17 @@ def load_encoder(path: str | Path, *, device: torch.device | str = "cpu") -> Enc
     path = Path(path)
     if not path.is_file():
         raise DrclError(f"{path}: encoder weights not found")
+    state, meta = load_tensors(path, what="encoder file")
     try:
-        meta = read_tensor_metadata(path)
         spec = EncoderSpec(modality=meta["modality"], input_dim=int(meta["input_dim"]),
                            hidden_dim=int(meta["hidden_dim"]), common_dim=int(meta["common_dim"]))
         encoder = Encoder(spec)
-        encoder.load_state_dict(load_file(str(path)))
-    except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as exc:
-        raise DrclError(f"{path}: not a valid encoder file ({exc})") from None
+        encoder.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise DrclError(f"{path}: not a valid encoder file ({str(exc).splitlines()[0]})") \
+            from None
+    if not all(torch.isfinite(t).all() for t in state.values()):
+        raise DrclError(f"{path}: the encoder holds NaN or infinite weights")
     return encoder.to(device)
 
 

@@ -6,11 +6,9 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from drcl.errors import DrclError
-from drcl.tensor_files import read_tensor_metadata, save_tensors
+from drcl.tensor_files import load_tensors, save_tensors
 
 
 def prior_checksum(prior: torch.Tensor) -> str:
@@ -29,11 +27,12 @@ def load_prior(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise DrclError(f"{path}: prior not found (run `drcl prior` first)")
-    try:
-        meta = read_tensor_metadata(path)
-        prior = load_file(str(path))["W"]
-    except (KeyError, OSError, RuntimeError, ValueError, SafetensorError) as exc:
-        raise DrclError(f"{path}: not a valid prior file ({exc})") from None
+    tensors, meta = load_tensors(path, what="prior file")
+    if "W" not in tensors:
+        raise DrclError(f"{path}: not a valid prior file (no tensor 'W')")
+    prior = tensors["W"]
     if prior.ndim != 2:
         raise DrclError(f"{path}: W must be 2-D (common_dim x classes), got {tuple(prior.shape)}")
+    if not torch.isfinite(prior).all():
+        raise DrclError(f"{path}: the prior holds NaN or infinite values")
     return prior, meta

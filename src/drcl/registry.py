@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from drcl.config import Params
+from drcl.data.dataset import file_sha256
 from drcl.errors import DrclError
 from drcl.model import Encoder, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
@@ -155,15 +156,25 @@ class Registry:
         out = {}
         for modality in wanted:
             member = encoder_set.members[modality]
-            folder = self.download(member, dest / f"{member.model}-{member.version}")
-            encoder = load_encoder(folder / ENCODER_FILE, device=device)
-            stored = prior_checksum(load_prior(folder / PRIOR_FILE)[0])
-            claimed = read_metadata(folder / ENCODER_FILE).get("prior_sha256")
-            if {claimed, stored} != {encoder_set.prior_sha256}:
-                raise DrclError(f"registry: {member.model} v{member.version} does not carry the "
-                                f"set's prior {encoder_set.prior_sha256[:12]}")
-            with mlflow_errors(self.client, f"reading {member.model} v{member.version}"):
+            what = f"{member.model} v{member.version}"
+            with mlflow_errors(self.client, f"reading {what}"):
                 tags = self.client.get_model_version(member.model, member.version).tags
+            folder = self.download(member, dest / f"{member.model}-{member.version}")
+            weights = folder / ENCODER_FILE
+            if not weights.is_file() or file_sha256(weights) != tags.get("drcl.weights_sha256"):
+                raise DrclError(f"registry: {what}: the stored weights differ from those "
+                                "registered (drcl.weights_sha256); the artifact is damaged or "
+                                "missing: promote a good set, or roll back")
+            try:
+                encoder = load_encoder(weights, device=device)
+                stored = prior_checksum(load_prior(folder / PRIOR_FILE)[0])
+            except DrclError as exc:  # the message names a temporary download folder
+                reason = str(exc).split(": ", 1)[-1]
+                raise DrclError(f"registry: {what}: {reason}") from None
+            claimed = read_metadata(weights).get("prior_sha256")
+            if {claimed, stored} != {encoder_set.prior_sha256}:
+                raise DrclError(f"registry: {what} does not carry the set's prior "
+                                f"{encoder_set.prior_sha256[:12]}")
             out[modality] = LoadedMember(member, encoder, folder,
                                          tags.get("drcl.extractor", "precomputed"))
         return out

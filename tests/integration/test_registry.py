@@ -409,3 +409,22 @@ def test_search_over_a_prepared_split_names_its_items(projects, tmp_path, monkey
     texts = set(load_modality(a / "data/prepared", "text").test.ids.tolist())
     assert [r["query"] for r in found] == images and images[0] == "test/0"
     assert all(m["id"] in texts for r in found for m in r["matches"])
+
+
+def test_a_damaged_registry_artifact_names_the_model_version(projects, tmp_path, monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    assert drcl(a, monkeypatch, "promote").exit_code == 0
+    with np.load(a / "data/prepared/text.npz") as npz:
+        np.save(a / "texts.npy", npz["test.features"])
+        np.save(a / "queries.npy", npz["test.features"][:2])
+    search = ("search", "-q", "text", "--queries", "queries.npy", "--database", "texts.npy",
+              "-d", "text", "-k", "2")
+    assert drcl(a, monkeypatch, *search).exit_code == 0
+    stored = [p for p in a.rglob("encoder.safetensors") if "/text/" in str(p)]
+    assert len(stored) == 1, stored  # the registered text encoder, in the artifact store
+    data = bytearray(stored[0].read_bytes())
+    data[-40] ^= 0x01
+    stored[0].write_bytes(bytes(data))
+    message = one_error_line(drcl(a, monkeypatch, *search))
+    assert "registry: drcl-encoder-text v1: the stored weights differ from those registered" \
+        in message

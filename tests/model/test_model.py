@@ -75,3 +75,49 @@ def test_saved_files_are_byte_reproducible(tmp_path):
     save_encoder(enc, tmp_path / "a.safetensors", **meta)
     save_encoder(enc, tmp_path / "b.safetensors", **dict(reversed(meta.items())))
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def _damage(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "flipped":  # a byte of the tensor data, past the header
+        data[-40] ^= 0x01
+    elif how == "header":
+        data[12] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("flipped", "the encoder file's tensors do not match their checksum; the file is damaged"),
+    ("truncated", "not a valid encoder file"),
+    ("header", "not a valid encoder file"),
+])
+def test_a_damaged_encoder_file_is_refused_by_name(tmp_path, how, message):
+    path = tmp_path / "img.safetensors"
+    save_encoder(Encoder(SPEC), path)
+    load_encoder(path)
+    _damage(path, how)
+    with pytest.raises(DrclError) as err:
+        load_encoder(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    enc = Encoder(SPEC)
+    with torch.no_grad():
+        enc.net[0].weight[0, 0] = float("inf")
+    save_encoder(enc, tmp_path / "inf.safetensors")  # the checksum matches: the values are bad
+    with pytest.raises(DrclError, match="inf.safetensors: the encoder holds NaN or infinite"):
+        load_encoder(tmp_path / "inf.safetensors")
+
+
+def test_a_damaged_prior_is_refused(tmp_path):
+    from drcl.prior_io import load_prior, save_prior
+
+    save_prior(torch.eye(4)[:, :3], tmp_path / "prior.safetensors", method="orthogonal")
+    assert load_prior(tmp_path / "prior.safetensors")[0].shape == (4, 3)
+    _damage(tmp_path / "prior.safetensors", "flipped")
+    with pytest.raises(DrclError, match="prior.safetensors: the prior file's tensors do not match"):
+        load_prior(tmp_path / "prior.safetensors")
