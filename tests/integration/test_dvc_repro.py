@@ -85,3 +85,38 @@ def test_changing_one_modalitys_data_retrains_it_alone(repo, uci_cache):
     assert third.returncode == 0, third.stderr
     assert "Running stage 'train@kar'" in third.stdout
     assert "Running stage 'train@fou'" not in third.stdout
+
+
+def outputs(repo) -> dict[str, bytes]:
+    return {str(p.relative_to(repo)): p.read_bytes()
+            for folder in ("metrics", "plots", "models", "data/prepared")
+            for p in sorted((repo / folder).rglob("*")) if p.is_file()}
+
+
+def test_a_refused_or_failed_run_keeps_the_last_good_outputs(tmp_path):
+    from tests.integration.project import write_features
+
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        assert run(cmd, tmp_path).returncode == 0
+    copy_pipeline(tmp_path)
+    write_features(tmp_path / "features.npz")
+    write_params(tmp_path, data={"source": "npz", "path": "features.npz",
+                                 "modalities": ["image", "text"]})
+    assert run(["git", "add", "-A"], tmp_path).returncode == 0
+    assert run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "p"],
+               tmp_path).returncode == 0
+    good = run(["dvc", "repro"], tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    before = outputs(tmp_path)
+    assert "metrics/eval.json" in before and "models/encoders/text.safetensors" in before
+    # refused: a bad value is caught by the first stage, before any output is touched
+    refused = run(["dvc", "exp", "run", "-S", "train.lr=-1"], tmp_path)
+    assert refused.returncode != 0
+    assert "train.lr: Input should be greater than 0" in refused.stderr + refused.stdout
+    assert outputs(tmp_path) == before
+    assert run(["git", "checkout", "params.yaml"], tmp_path).returncode == 0  # the -S stays
+    # failed: the feature file is gone; prepare fails and its last output stays
+    failed = run(["dvc", "exp", "run", "-S", "data.path=moved.npz"], tmp_path)
+    assert failed.returncode != 0
+    assert "moved.npz: npz file not found" in failed.stderr + failed.stdout
+    assert outputs(tmp_path) == before
