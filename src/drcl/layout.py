@@ -8,7 +8,15 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Layout:
+    """`root` holds the data set; `outputs` (default: `root`) the models, metrics and plots, so
+    a candidate can be trained beside the workspace without touching its pipeline outputs."""
+
     root: Path = Path(".")
+    outputs: Path | None = None
+
+    @property
+    def out(self) -> Path:
+        return self.outputs if self.outputs is not None else self.root
 
     @property
     def data(self) -> Path:
@@ -16,36 +24,36 @@ class Layout:
 
     @property
     def prior(self) -> Path:
-        return self.root / "models" / "prior.safetensors"
+        return self.out / "models" / "prior.safetensors"
 
     @property
     def prior_metrics(self) -> Path:
-        return self.root / "metrics" / "prior.json"
+        return self.out / "metrics" / "prior.json"
 
     @property
     def prior_plots(self) -> Path:
-        return self.root / "plots" / "prior"
+        return self.out / "plots" / "prior"
 
     def encoder(self, modality: str) -> Path:
-        return self.root / "models" / "encoders" / f"{modality}.safetensors"
+        return self.out / "models" / "encoders" / f"{modality}.safetensors"
 
     def train_metrics(self, modality: str) -> Path:
-        return self.root / "metrics" / "train" / f"{modality}.json"
+        return self.out / "metrics" / "train" / f"{modality}.json"
 
     def train_history(self, modality: str) -> Path:
-        return self.root / "plots" / "train" / f"{modality}.csv"
+        return self.out / "plots" / "train" / f"{modality}.csv"
 
     def train_curve(self, modality: str) -> Path:
-        return self.root / "plots" / "images" / f"train_{modality}.png"
+        return self.out / "plots" / "images" / f"train_{modality}.png"
 
     @property
     def eval_metrics(self) -> Path:
-        return self.root / "metrics" / "eval.json"
+        return self.out / "metrics" / "eval.json"
 
     @property
     def pr_curves(self) -> Path:
-        return self.root / "plots" / "pr"
+        return self.out / "plots" / "pr"
 
     @property
     def pr_image(self) -> Path:
-        return self.root / "plots" / "images" / "pr_curves.png"
+        return self.out / "plots" / "images" / "pr_curves.png"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -376,10 +376,15 @@ def champion_prior(registry: Registry, dest: Path) -> tuple[EncoderSet, Path]:
 
 def add_modality(params_path: Path, layout: Layout, *, modality: str,
                  report: Path | None = None) -> Outcome:
-    """Train one modality against the champions' prior, then promote it alone."""
+    """Train one modality against the champions' prior, then promote it alone.
+
+    The candidate is trained outside the workspace's pipeline outputs, which stay as `dvc repro`
+    left them whatever the verdict; a promoted candidate lives on in the registry.
+    """
     params = load_params(params_path)
     registry = Registry.open(params, layout.root)
     with tempfile.TemporaryDirectory() as tmp:
-        _, prior_path = champion_prior(registry, Path(tmp))
-        train_modality(params_path, layout, modality=modality, prior_path=prior_path)
-    return promote(params, layout, modalities=[modality], report=report)
+        _, prior_path = champion_prior(registry, Path(tmp) / "champions")
+        candidate = replace(layout, outputs=Path(tmp) / "candidate")
+        train_modality(params_path, candidate, modality=modality, prior_path=prior_path)
+        return promote(params, candidate, modalities=[modality], report=report)

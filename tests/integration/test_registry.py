@@ -161,17 +161,17 @@ def test_add_a_modality_against_the_champions_prior(projects, tmp_path, client, 
     assert "audio.safetensors: trained against prior" in error and "drcl add-modality" in error
     assert aliases(client, SET) == {"champion": "1"}
 
+    workspace = pipeline_outputs(other)
     result = drcl(other, monkeypatch, "add-modality", "--modality", "audio")
     assert result.exit_code == 0, result.output
     assert "champion: drcl-set v2 (replaces v1)" in result.stdout
+    assert pipeline_outputs(other) == workspace  # the candidate was trained beside them
     tags = set_tags(client, "2")
     members = json.loads(tags["drcl.members"])
     assert members["image"] == {"model": "drcl-encoder-image", "version": "1"}
     assert members["text"] == {"model": "drcl-encoder-text", "version": "1"}
     assert members["audio"]["model"] == "drcl-encoder-audio"
     assert tags["drcl.prior_sha256"] == champion_prior
-    assert read_metadata(other / "models/encoders/audio.safetensors")["prior_sha256"] \
-        == champion_prior
     # retrieval works across the grown set
     with np.load(other / "data/prepared/audio.npz") as npz:
         np.save(other / "q.npy", npz["test.features"][:2])
@@ -181,6 +181,27 @@ def test_add_a_modality_against_the_champions_prior(projects, tmp_path, client, 
                  "--database", "db.npy", "-d", "image", "-k", "3", "--format", "json")
     assert found.exit_code == 0, found.output
     assert [len(r["matches"]) for r in json.loads(found.stdout)["results"]] == [3, 3]
+
+
+def pipeline_outputs(project: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes() for folder in ("models", "metrics", "plots")
+            for p in sorted((project / folder).rglob("*")) if p.is_file()}
+
+
+def test_a_refused_added_modality_leaves_the_workspace_alone(projects, tmp_path, client,
+                                                             monkeypatch):
+    two = projects.copy(tmp_path / "two", modalities=("image", "text"))
+    assert drcl(two, monkeypatch, "promote").exit_code == 0
+    weak = projects.copy(tmp_path / "weak", quality="weak", seed=3)
+    write_project_params(weak, quality="weak", seed=3,
+                         promotion={"min_mean_map": 0.99, "min_direction_map": 0.0,
+                                    "min_gain": 0.0})
+    before = pipeline_outputs(weak)
+    result = drcl(weak, monkeypatch, "add-modality", "--modality", "audio")
+    assert result.exit_code == EXIT_CHALLENGER, result.output
+    assert pipeline_outputs(weak) == before
+    evaluated = drcl(weak, monkeypatch, "evaluate")  # the pipeline's own set still agrees
+    assert evaluated.exit_code == 0, evaluated.output
 
 
 def test_failure_before_the_commit_point_changes_nothing(projects, tmp_path, client,
