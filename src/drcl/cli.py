@@ -133,6 +133,11 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
     _run(step)
 
 
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
 EXIT_CHALLENGER = 3
 """`drcl promote` / `drcl add-modality`: 0 champion (or already), 3 challenger, 1 error."""
 
@@ -183,14 +188,66 @@ def add_modality(
 
 
 @app.command()
-def rollback(params: ParamsOption = Path("params.yaml")) -> None:
-    """Make the champion set the one it replaced (a second rollback undoes the first)."""
+def rollback(
+    to: Annotated[str | None, typer.Option(
+        "--to", help="The set version to make champion (`drcl history` lists them). Default: "
+        "the champion before this one, so a second rollback undoes the first.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the history.")] = "",
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Make an earlier set the champion again."""
     from drcl.config import load_params
     from drcl.promotion import rollback as roll_back
 
     def step() -> None:
-        was, now = roll_back(load_params(params))
+        was, now = roll_back(load_params(params), to=to, reason=reason)
         typer.echo(f"champion: set v{now} (was v{was})")
+
+    _run(step)
+
+
+@app.command()
+def history(
+    output: Annotated[OutputFormat, typer.Option("--format", help="table or json.")
+                      ] = OutputFormat.table,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Every promotion and rollback of the champion set: when, who, from which set, why."""
+    from datetime import UTC, datetime
+
+    from drcl.config import load_params
+    from drcl.promotion import history as read_history
+
+    def step() -> None:
+        events = read_history(load_params(params))
+        if output is OutputFormat.json:
+            typer.echo(json.dumps(events, indent=2))
+            return
+        if not events:
+            typer.echo("no promotion yet")
+        for e in events:
+            when = datetime.fromtimestamp(e.get("at", 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            typer.echo(f"{when}  {e['action']:8s}  v{e['champion']:<4} (was "
+                       f"{'v' + e['replaces'] if e.get('replaces') else 'none'})  "
+                       f"by {e.get('by', '?')}" + (f"  {e['reason']}" if e.get("reason") else ""))
+
+    _run(step)
+
+
+@app.command()
+def unlock(
+    holder: Annotated[str, typer.Option(
+        "--holder", help="The holder the lock error names (user@host:pid:start).")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Break the registry's commit lock of a holder that died where drcl cannot tell (another
+    host). A holder on this host that died is detected at once, with no need for this."""
+    from drcl.config import load_params
+    from drcl.registry import Registry
+
+    def step() -> None:
+        Registry.open(load_params(params)).unlock(holder)
+        typer.echo(f"lock of {holder} broken")
 
     _run(step)
 
@@ -219,11 +276,6 @@ def index(
                    f"{built.meta['model']} v{built.meta['version']}")
 
     _run(step)
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    json = "json"
 
 
 @app.command()

@@ -271,13 +271,14 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                           replaced=None, decision=decision,
                           members={m: f"{x.model}/{x.version}" for m, x in members.items()},
                           map_all=table["map_all"], champion_map_all=champion_table["map_all"])
-        if champion is not None and champion.same_members(members):
-            outcome.set_version = champion.version
-            return outcome
         with registry.locked(params.registry.lock_wait_s):
             now = registry.champion()
             if (now and now.version) != (champion and champion.version):
                 continue  # another promotion committed meanwhile: measure against it
+            if champion is not None and champion.same_members(members):
+                outcome.set_version = champion.version
+                registry.sync_aliases()  # repairs what a killed commit left behind
+                return outcome
             created = registry.create_set(
                 run_id, prior=prior_file, prior_sha256=prior_sha, members=members,
                 member_priors={m: prior_sha if m not in candidates else candidates[m].prior_sha256
@@ -286,11 +287,13 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                 tags=_set_tags(decision, champion, manifest, layout))
             outcome.set_version = created.version
             if decision.promoted:
-                outcome.replaced = champion.version if champion else None
-                registry.commit(created.version, replaces=outcome.replaced, action="promote")
+                outcome.replaced = registry.commit(
+                    created.version, action="promote",
+                    reason="; ".join(decision.reasons) or "cleared every threshold")
                 outcome.verdict = "champion"
             else:
                 registry.mark_challenger(created.version)
+                registry.sync_aliases()
                 outcome.verdict = "challenger"
         return outcome
     raise DrclError(f"registry: the champions changed {MAX_ATTEMPTS} times while this "
@@ -341,22 +344,31 @@ def _set_tags(decision: Decision, champion: EncoderSet | None, manifest: Manifes
             "drcl.git_commit": git_commit(layout.root)}
 
 
-def rollback(params: Params, root: Path = Path(".")) -> tuple[str, str]:
-    """Make the set the champion replaced the champion again; returns (from, to) versions.
-
-    A second rollback undoes the first: the restored set records the one it replaced.
-    """
+def rollback(params: Params, root: Path = Path("."), *, to: str | None = None,
+             reason: str = "") -> tuple[str, str]:
+    """Make set `to` the champion again (default: the champion before this one); returns
+    (from, to) versions. The history keeps both, so a second rollback undoes the first."""
     registry = Registry.open(params, root)
     with registry.locked(params.registry.lock_wait_s):
         champion = registry.champion()
         if champion is None:
             raise DrclError(f"registry: {registry.set_model} has no champion to roll back")
-        if champion.replaces is None:
-            raise DrclError(f"registry: {registry.set_model} v{champion.version} replaced no "
-                            "earlier set; there is nothing to roll back to")
-        target = registry.read_set(champion.replaces)
-        registry.commit(target.version, replaces=champion.version, action="rollback")
+        if to is None:
+            events = registry.events()
+            to = events[-1].get("replaces") if events else None
+            if to is None:
+                raise DrclError(f"registry: {registry.set_model} v{champion.version} replaced no "
+                                "earlier set; there is nothing to roll back to")
+        if str(to) == champion.version:
+            raise DrclError(f"--to: {registry.set_model} v{to} is the champion already")
+        target = registry.read_set(str(to))
+        registry.commit(target.version, action="rollback", reason=reason)
     return champion.version, target.version
+
+
+def history(params: Params, root: Path = Path(".")) -> list[dict]:
+    """The champion's history, oldest first: each promotion and rollback."""
+    return Registry.open(params, root).events()
 
 
 def champion_prior(registry: Registry, dest: Path) -> tuple[EncoderSet, Path]:

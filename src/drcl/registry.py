@@ -10,26 +10,25 @@ With `registry.name` = NAME:
   share (tags `drcl.members`, `drcl.prior_sha256`; `set.json` and `prior.safetensors` as
   artifacts). A set is only ever built from encoders of one prior (`_check_one_prior`).
 - The alias `champion` of `NAME-set` is the single commit point: moving it is one write, so the
-  champions are always one consistent set. Everything else is derived from the champion and
-  repaired after every commit: `previous` (the version named by the champion's `drcl.replaces`
-  tag) and each encoder model's `champion` alias (for users who load one encoder alone).
-- Commits are serialised by a lock: the registered model `NAME-lock`, whose creation fails while
-  it exists. A holder that died leaves it behind; it expires after LEASE_S seconds.
-- MLflow keeps no alias history, so each commit appends an `event.<ms>` tag to `NAME-set`.
+  champions are always one consistent set; it alone is authoritative. The rest is derived from
+  it and rewritten by every promote and rollback (whatever their outcome): `previous` (the
+  champion before this one) and each encoder model's `champion` alias (for users who load one
+  encoder alone). A set version is made once per distinct set of members and reused.
+- Commits are serialised by a ticket lock in the store (drcl.registry_lock, model `NAME-lock`).
+- MLflow keeps no alias history, so each commit appends an `event.<ms>.<id>` tag to `NAME-set`:
+  the action, the new champion, the one it replaced, who, when and why (`drcl history`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import random
 import shutil
-import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +40,8 @@ from drcl.data.dataset import file_sha256
 from drcl.errors import DrclError
 from drcl.model import Encoder, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
+from drcl.processes import identity
+from drcl.registry_lock import TicketLock
 from drcl.tracking import connect, experiment_id, mlflow_errors, registry_uri
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
-LEASE_S = 300.0
 ENCODER_FILE = "encoder.safetensors"
 PRIOR_FILE = "prior.safetensors"
 
@@ -70,7 +70,6 @@ class EncoderSet:
     version: str
     prior_sha256: str
     members: dict[str, Member]
-    replaces: str | None
     tags: dict[str, str]
 
     def same_members(self, members: Mapping[str, Member]) -> bool:
@@ -102,8 +101,8 @@ class Registry:
         self.client = client
         self.name = name
         self.set_model = f"{name}-set"
-        self.lock_model = f"{name}-lock"
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lock = TicketLock(client, f"{name}-lock")
+        self.holder = identity()
 
     @classmethod
     def open(cls, params: Params, root: Path = Path(".")) -> Registry:
@@ -135,8 +134,7 @@ class Registry:
         except (KeyError, TypeError, ValueError):
             raise DrclError(f"registry: {self.set_model} v{version} is not a drcl set "
                             "(tags drcl.members / drcl.prior_sha256 missing)") from None
-        return EncoderSet(version=str(version), prior_sha256=prior, members=members,
-                          replaces=tags.get("drcl.replaces") or None, tags=tags)
+        return EncoderSet(version=str(version), prior_sha256=prior, members=members, tags=tags)
 
     def champion(self) -> EncoderSet | None:
         """The committed champion set, or None before the first promotion."""
@@ -229,13 +227,19 @@ class Registry:
     def create_set(self, run_id: str, *, prior: Path, prior_sha256: str,
                    members: Mapping[str, Member], member_priors: Mapping[str, str],
                    record: Mapping[str, object], tags: Mapping[str, str]) -> EncoderSet:
-        """A new (not yet champion) set version; refuses members of another prior."""
+        """The set version of these members: an existing one, else a new (not yet champion)
+        one. Refuses members of another prior."""
         _check_one_prior(prior_sha256, member_priors)
         listing = {m: {"model": x.model, "version": x.version} for m, x in members.items()}
+        key = hashlib.sha256(json.dumps([prior_sha256, listing], sort_keys=True).encode())
         with mlflow_errors(self.client, f"registering a version of {self.set_model}"), \
                 tempfile.TemporaryDirectory() as tmp:
             self._ensure_model(self.set_model, "DRCL encoder sets; the alias `champion` "
                                "names the set in use")
+            same = self.client.search_model_versions(
+                f"name = '{self.set_model}' and tags.`drcl.members_key` = '{key.hexdigest()}'")
+            if same:
+                return self.read_set(str(min(int(v.version) for v in same)))
             folder = Path(tmp) / "set"
             folder.mkdir()
             shutil.copyfile(prior, folder / PRIOR_FILE)
@@ -243,7 +247,8 @@ class Registry:
                 {"prior_sha256": prior_sha256, "members": listing, **record}, indent=2) + "\n")
             self.client.log_artifacts(run_id, str(folder), "set")
             all_tags = {"drcl.members": json.dumps(listing, sort_keys=True),
-                        "drcl.prior_sha256": prior_sha256, **tags}
+                        "drcl.members_key": key.hexdigest(), "drcl.prior_sha256": prior_sha256,
+                        **tags}
             version = self.client.create_model_version(self.set_model, f"runs:/{run_id}/set",
                                                        run_id=run_id, tags=all_tags)
         return self.read_set(str(version.version))
@@ -252,35 +257,33 @@ class Registry:
         with mlflow_errors(self.client, f"marking {self.set_model} v{version} challenger"):
             self.client.set_registered_model_alias(self.set_model, CHALLENGER, version)
 
-    def commit(self, version: str, *, replaces: str | None, action: str) -> None:
-        """Make `version` the champion. Call under `locked()`.
+    def commit(self, version: str, *, action: str, reason: str = "") -> str | None:
+        """Make `version` the champion; returns the version it replaced. Call under `locked()`.
 
-        The tag naming the replaced set is written first; the alias move is the commit point;
-        the event log and the derived aliases follow and are repaired by any later commit.
+        The alias move is the commit point; the event log and the derived aliases follow, and
+        any later promote or rollback rewrites the derived aliases.
         """
         with mlflow_errors(self.client, f"committing {self.set_model} v{version}"):
-            if replaces is None:
-                if "drcl.replaces" in self.read_set(version).tags:
-                    self.client.delete_model_version_tag(self.set_model, version, "drcl.replaces")
-            else:
-                self.client.set_model_version_tag(self.set_model, version, "drcl.replaces",
-                                                  replaces)
+            before = self._aliases(self.set_model).get(CHAMPION)
             self.client.set_registered_model_alias(self.set_model, CHAMPION, version)
             now = int(time.time() * 1000)
-            self.client.set_registered_model_tag(self.set_model, f"event.{now}", json.dumps(
-                {"action": action, "champion": version, "replaces": replaces,
-                 "by": self.holder}))
+            self.client.set_registered_model_tag(
+                self.set_model, f"event.{now}.{uuid.uuid4().hex[:6]}", json.dumps(
+                    {"action": action, "champion": version, "replaces": before,
+                     "by": self.holder, "at": now, "reason": reason}))
         self.sync_aliases()
+        return before
 
     def sync_aliases(self) -> None:
         """Derive `previous` and the encoders' `champion` aliases from the champion set."""
         champion = self.champion()
         if champion is None:
             return
+        events = self.events()
+        previous = events[-1].get("replaces") if events else None
         with mlflow_errors(self.client, "updating the derived aliases"):
-            if champion.replaces is not None:
-                self.client.set_registered_model_alias(self.set_model, PREVIOUS,
-                                                       champion.replaces)
+            if previous is not None:
+                self.client.set_registered_model_alias(self.set_model, PREVIOUS, previous)
             elif PREVIOUS in self._aliases(self.set_model):
                 self.client.delete_registered_model_alias(self.set_model, PREVIOUS)
             prefix = self.encoder_model("")
@@ -290,69 +293,34 @@ class Registry:
                     continue
                 member = champion.members.get(model.name.removeprefix(prefix))
                 if member is not None and member.model == model.name:
-                    self.client.set_registered_model_alias(model.name, CHAMPION, member.version)
+                    if model.aliases.get(CHAMPION) != member.version:
+                        self.client.set_registered_model_alias(model.name, CHAMPION,
+                                                               member.version)
                 elif CHAMPION in model.aliases:
                     self.client.delete_registered_model_alias(model.name, CHAMPION)
 
     def events(self) -> list[dict]:
         """The commit history, oldest first."""
-        with mlflow_errors(self.client, f"reading {self.set_model}"):
+        from mlflow.exceptions import MlflowException
+
+        try:
             tags = self.client.get_registered_model(self.set_model).tags
-        return [json.loads(v) for _, v in sorted(
-            ((int(k.split(".", 1)[1]), v) for k, v in tags.items() if k.startswith("event.")))]
-
-    @contextmanager
-    def locked(self, wait_s: float) -> Iterator[None]:
-        """Hold NAME-lock while committing; wait up to `wait_s` for another holder."""
-        from mlflow.exceptions import MlflowException
-
-        deadline = time.monotonic() + wait_s
-        while True:
-            with mlflow_errors(self.client, f"taking {self.lock_model}"):
-                if self._try_lock():
-                    break
-            held_by = self._break_expired_lock()
-            if time.monotonic() > deadline:
-                raise DrclError(f"registry: {self.lock_model} is held by {held_by} (a promotion "
-                                f"or rollback in progress); gave up after {wait_s:g} s "
-                                "(registry.lock_wait_s)")
-            time.sleep(0.2 + random.random() * 0.3)
-        try:
-            yield
-        finally:
-            try:
-                lock = self.client.get_registered_model(self.lock_model)
-                if lock.tags.get("drcl.holder") == self.holder:
-                    self.client.delete_registered_model(self.lock_model)
-            except MlflowException:
-                pass  # gone already, or the store is down: the lease expires it
-
-    def _try_lock(self) -> bool:
-        """Create the lock model; False when it exists (creation is atomic in the store)."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.create_registered_model(
-                self.lock_model, description="held while a drcl promotion or rollback commits",
-                tags={"drcl.holder": self.holder, "drcl.expires": str(time.time() + LEASE_S)})
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_ALREADY_EXISTS":
-                return False
-            raise
-        return True
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise DrclError(f"registry: reading {self.set_model} failed ({exc})") from None
+        found = [(int(k.split(".")[1]), k, json.loads(v)) for k, v in tags.items()
+                 if k.startswith("event.")]
+        return [event for *_, event in sorted(found, key=lambda e: (e[0], e[1]))]
 
-    def _break_expired_lock(self) -> str:
-        """Delete the lock if its lease ran out (its holder died); return who holds it."""
-        from mlflow.exceptions import MlflowException
+    def locked(self, wait_s: float) -> AbstractContextManager[None]:
+        """Hold the registry's commit lock; wait up to `wait_s` for another holder."""
+        return self.lock.held(wait_s)
 
-        try:
-            lock = self.client.get_registered_model(self.lock_model)
-            holder = lock.tags.get("drcl.holder", "?")
-            if float(lock.tags.get("drcl.expires", "0")) < time.time():
-                self.client.delete_registered_model(self.lock_model)
-            return holder
-        except MlflowException:
-            return "nobody"
+    def unlock(self, holder: str) -> None:
+        """Break `holder`'s lock by hand (it died where drcl cannot see, on another host)."""
+        with mlflow_errors(self.client, f"breaking {self.lock.model}"):
+            self.lock.break_held(holder)
 
     @contextmanager
     def artifact_run(self, run_id: str | None, experiment: str, name: str) -> Iterator[str]:

@@ -31,6 +31,7 @@ import yaml
 from drcl.config import Params
 from drcl.errors import DrclError
 from drcl.layout import Layout
+from drcl.processes import identity, is_dead
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,6 +40,8 @@ PARENT_ENV = "DRCL_PIPELINE_RUN_ID"
 DEFAULT_STORE = "mlflow.db"
 KEY_TAG = "drcl.pipeline_key"
 KIND_TAG = "drcl.kind"
+PROCESS_TAG = "drcl.process"
+"""The process that runs (or ran) a run: a run left RUNNING by a dead process is ended."""
 PARENT_TAG = "mlflow.parentRunId"
 _BATCH = 500  # below MLflow's limits of 1000 metrics and 100 params per log_batch call
 _PARAM_BATCH = 100
@@ -257,7 +260,7 @@ def parent_run_id(client: MlflowClient, exp_id: str, params: Params, commit: str
     if found:
         return found[0].info.run_id
     mine = client.create_run(exp_id, run_name=f"pipeline {commit[:8]} {key[:8]}", tags={
-        KEY_TAG: key, KIND_TAG: "pipeline", "drcl.git_commit": commit,
+        KEY_TAG: key, KIND_TAG: "pipeline", "drcl.git_commit": commit, PROCESS_TAG: identity(),
         "mlflow.source.git.commit": commit}).info.run_id
     winner = _pipeline_runs(client, exp_id, key)[0].info.run_id
     if winner != mine:  # another stage created it at the same moment: the earliest wins
@@ -283,7 +286,7 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
     commit = git_commit(layout.root)
     exp_id = experiment_id(client, params.tracking.experiment)
     tags = {KIND_TAG: "stage", "drcl.stage": stage, "drcl.git_commit": commit,
-            "mlflow.source.git.commit": commit}
+            "mlflow.source.git.commit": commit, PROCESS_TAG: identity()}
     if modality is not None:
         tags["drcl.modality"] = modality
     if dataset_sha256 is not None:
@@ -292,6 +295,7 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
     if dvc_md5 is not None:
         tags["drcl.dataset_dvc_md5"] = dvc_md5
     with mlflow_errors(client, f"starting the run of stage {stage}"):
+        end_orphans(client, exp_id)
         parent = parent_run_id(client, exp_id, params, commit)
         name = stage if modality is None else f"{stage}@{modality}"
         run_id = client.create_run(exp_id, run_name=name,
@@ -308,6 +312,18 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
         _end(client, ended, "FAILED", quiet=True)
         raise
     _end(client, ended, "FINISHED", quiet=False)
+
+
+def end_orphans(client: MlflowClient, exp_id: str) -> list[str]:
+    """Mark KILLED the runs still RUNNING whose process (on this host) has died: a stage or
+    pipeline run killed outright never ended its runs. Returns their ids."""
+    running = client.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'",
+                                 max_results=200)
+    orphans = [r.info.run_id for r in running
+               if PROCESS_TAG in r.data.tags and is_dead(r.data.tags[PROCESS_TAG])]
+    for run_id in orphans:
+        client.set_terminated(run_id, "KILLED")
+    return orphans
 
 
 def _end(client: MlflowClient, run_ids: list[str], status: str, *, quiet: bool) -> None:

@@ -3,6 +3,7 @@ failures half-way, and two promotions racing from two processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from drcl.cli import EXIT_CHALLENGER, app
 from drcl.model import load_encoder, read_metadata
-from drcl.registry import LEASE_S
+from drcl.registry_lock import LEASE_S
 from tests.integration.registry_helpers import MODALITIES, write_project_params
 
 SET = "drcl-set"
@@ -221,7 +222,7 @@ def test_failure_before_the_commit_point_changes_nothing(projects, tmp_path, cli
     assert result.exit_code == 130
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", original)
     assert aliases(client, SET) == {"champion": "1"}  # the set v2 exists, inert
-    assert "drcl-lock" not in {m.name for m in client.search_registered_models()}
+    assert not [t for t in live_tickets(client)]  # the lock was released on the way out
     result = drcl(second, monkeypatch, "promote")  # nothing is left in the way
     assert result.exit_code == 0 and "(replaces v1)" in result.stdout
 
@@ -239,22 +240,71 @@ def test_failure_after_the_commit_point_is_repaired_by_the_next_command(projects
     # committed: the set is whole; only the derived aliases lag
     assert aliases(client, SET) == {"champion": "2"}
     assert aliases(client, "drcl-encoder-image") == {"champion": "1"}
+    # an unchanged promotion (the same encoders again) repairs them
+    again = drcl(second, monkeypatch, "promote")
+    assert again.exit_code == 0 and again.stdout.startswith("unchanged"), again.output
+    assert aliases(client, SET) == {"champion": "2", "previous": "1"}
+    assert aliases(client, "drcl-encoder-image") == {"champion": "2"}
     assert drcl(second, monkeypatch, "rollback").exit_code == 0
     assert aliases(client, SET) == {"champion": "1", "previous": "2"}
     assert aliases(client, "drcl-encoder-image") == {"champion": "1"}
 
 
-def test_a_stale_lock_expires_and_a_live_one_is_waited_for(projects, tmp_path, client,
-                                                           monkeypatch):
+def take_ticket(client: MlflowClient, holder: str, expires: float) -> str:
+    """A ticket as another promoter would leave it in the store."""
+    from drcl.registry_lock import EXPIRES, HOLDER, STATE
+
+    with contextlib.suppress(Exception):
+        client.create_registered_model("drcl-lock")
+    return client.create_model_version("drcl-lock", "drcl-lock://registry/ticket", tags={
+        HOLDER: holder, EXPIRES: str(expires), STATE: "active"}).version
+
+
+def live_tickets(client: MlflowClient) -> list:
+    from drcl.registry_lock import TicketLock
+
+    return [t for t in TicketLock(client, "drcl-lock").tickets() if t.live]
+
+
+def test_a_live_lock_is_waited_for_and_an_expired_one_is_not(projects, tmp_path, client,
+                                                            monkeypatch):
     a = projects.copy(tmp_path / "a")
-    client.create_registered_model("drcl-lock", tags={"drcl.holder": "elsewhere:1",
-                                                      "drcl.expires": str(time.time() + LEASE_S)})
+    elsewhere = "ops@build-7:4242:99"  # another host: its process cannot be checked from here
+    ticket = take_ticket(client, elsewhere, time.time() + LEASE_S)
     write_project_params(a, registry={"lock_wait_s": 0.5})
     error = one_error_line(drcl(a, monkeypatch, "promote"))
-    assert "drcl-lock is held by elsewhere:1" in error and "registry.lock_wait_s" in error
+    assert f"drcl-lock is held by {elsewhere}" in error and "registry.lock_wait_s" in error
+    assert f"`drcl unlock --holder {elsewhere}` breaks it" in error
     assert not client.search_registered_models(filter_string=f"name = '{SET}'")
-    client.set_registered_model_tag("drcl-lock", "drcl.expires", str(time.time() - 1))
-    assert drcl(a, monkeypatch, "promote").exit_code == 0  # its holder died: the lease ran out
+    client.set_model_version_tag("drcl-lock", ticket, "drcl.expires", str(time.time() - 1))
+    assert drcl(a, monkeypatch, "promote").exit_code == 0  # its lease ran out
+
+
+def test_a_dead_holder_on_this_host_is_seen_at_once(projects, tmp_path, client, monkeypatch):
+    from drcl.processes import identity
+
+    a = projects.copy(tmp_path / "a")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    name = identity(holder.pid)
+    holder.kill()
+    holder.wait()
+    take_ticket(client, name, time.time() + LEASE_S)  # a promoter killed while holding
+    write_project_params(a, registry={"lock_wait_s": 0.5})
+    assert drcl(a, monkeypatch, "promote").exit_code == 0  # no five-minute wait
+
+
+def test_a_lock_is_broken_by_hand_only_for_the_holder_named(projects, tmp_path, client,
+                                                            monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    elsewhere = "ops@build-7:4242:99"
+    take_ticket(client, elsewhere, time.time() + LEASE_S)
+    write_project_params(a, registry={"lock_wait_s": 0.5})
+    assert "no live ticket of 'someone'" in one_error_line(
+        drcl(a, monkeypatch, "unlock", "--holder", "someone"))
+    result = drcl(a, monkeypatch, "unlock", "--holder", elsewhere)
+    assert result.exit_code == 0 and "broken" in result.stdout
+    assert not live_tickets(client)
+    assert drcl(a, monkeypatch, "promote").exit_code == 0
 
 
 def test_an_unreachable_registry_is_one_line_and_changes_nothing(projects, tmp_path,
@@ -308,8 +358,12 @@ app(["promote"], prog_name="drcl")
 """
 
 
+@pytest.mark.parametrize("crashed", [False, True], ids=["clean", "after-two-crashes"])
 def test_two_promotions_racing_from_two_processes_commit_one_after_the_other(
-        projects, tmp_path, client):
+        projects, tmp_path, client, crashed):
+    if crashed:  # two promoters died holding the lock, long ago: both restart at once
+        for host in ("build-1", "build-2"):
+            take_ticket(client, f"ci@{host}:77:1", time.time() - 1)
     racers = [projects.copy(tmp_path / "a"), projects.copy(tmp_path / "b", seed=1)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": client.tracking_uri}
     procs = [subprocess.Popen([sys.executable, "-c", RACER], cwd=r, env=env,
@@ -449,3 +503,42 @@ def test_a_damaged_registry_artifact_names_the_model_version(projects, tmp_path,
     message = one_error_line(drcl(a, monkeypatch, *search))
     assert "registry: drcl-encoder-text v1: the stored weights differ from those registered" \
         in message
+
+
+
+def test_history_and_rollback_to_any_earlier_set(projects, tmp_path, client, monkeypatch):
+    first = projects.copy(tmp_path / "first", quality="weak")
+    second = projects.copy(tmp_path / "second")
+    third = projects.copy(tmp_path / "third", seed=2)
+    for project in (first, second):
+        assert drcl(project, monkeypatch, "promote").exit_code == 0
+    write_project_params(third, seed=2, promotion={"min_mean_map": 0.0, "min_direction_map": 0.0,
+                                                   "min_gain": -1.0})
+    assert drcl(third, monkeypatch, "promote").exit_code == 0
+    assert aliases(client, SET)["champion"] == "3"
+    result = drcl(third, monkeypatch, "rollback", "--to", "1", "--reason", "v3 misbehaves")
+    assert result.exit_code == 0 and result.stdout.strip() == "champion: set v1 (was v3)"
+    assert aliases(client, SET) == {"champion": "1", "previous": "3"}
+    for args, message in ((["--to", "1"], "v1 is the champion already"),
+                          (["--to", "9"], "drcl-set v9")):
+        assert message in one_error_line(drcl(third, monkeypatch, "rollback", *args))
+    listed = drcl(third, monkeypatch, "history", "--format", "json")
+    events = json.loads(listed.stdout)
+    assert [(e["action"], e["champion"], e["replaces"]) for e in events] == [
+        ("promote", "1", None), ("promote", "2", "1"), ("promote", "3", "2"),
+        ("rollback", "1", "3")]
+    assert events[-1]["reason"] == "v3 misbehaves" and "@" in events[-1]["by"]
+    table = drcl(third, monkeypatch, "history").stdout.splitlines()
+    assert len(table) == 4 and "rollback  v1" in table[-1] and "v3 misbehaves" in table[-1]
+
+
+def test_refusing_the_same_encoders_again_reuses_their_set(projects, tmp_path, client,
+                                                           monkeypatch):
+    strong = projects.copy(tmp_path / "strong")
+    weak = projects.copy(tmp_path / "weak", quality="weak")
+    assert drcl(strong, monkeypatch, "promote").exit_code == 0
+    for _ in range(2):
+        result = drcl(weak, monkeypatch, "promote")
+        assert result.exit_code == EXIT_CHALLENGER and "drcl-set v2 not promoted" in result.stdout
+    assert len(client.search_model_versions(f"name = '{SET}'")) == 2
+    assert aliases(client, SET) == {"champion": "1", "challenger": "2"}

@@ -145,3 +145,34 @@ def test_an_unreachable_tracking_server_stops_the_stage_before_it_starts(project
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert f"drcl: error: MLflow at http://127.0.0.1:{port} is unreachable" in result.stderr
     assert not (project / "models").exists()
+
+
+KILLED_STAGE = """
+import os, signal
+import drcl.stages as stages
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # killed outright: no chance to end its runs
+stages.select_prior = die
+from drcl.cli import app
+app(["prior"], prog_name="drcl")
+"""
+
+
+def test_runs_of_a_killed_stage_are_marked_killed_by_the_next_one(project, mlflow_store):
+    import os
+    import subprocess
+    import sys
+
+    track(project)
+    assert drcl("prepare").exit_code == 0
+    killed = subprocess.run([sys.executable, "-c", KILLED_STAGE], cwd=project, check=False,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store})
+    assert killed.returncode == -9
+    client = MlflowClient(tracking_uri=mlflow_store)
+    left = {r.data.tags["drcl.kind"]: r.info.run_id for r in runs(client)
+            if r.info.status == "RUNNING"}
+    assert set(left) == {"stage", "pipeline"}  # the prior stage's run and its parent
+    assert drcl("prior").exit_code == 0
+    after = {r.info.run_id: r.info.status for r in runs(client)}
+    assert after[left["stage"]] == "KILLED"
+    assert "RUNNING" not in after.values()  # the parent ends with the stage that rejoined it
