@@ -138,6 +138,15 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
+@app.command()
+def metrics() -> None:
+    """The last run's results in a terminal's width: the prior, each modality's preprocessing,
+    mean MAP, and MAP@all as a query x database matrix (`dvc metrics show` lists every key)."""
+    from drcl.report import metrics_summary
+
+    _run(lambda: typer.echo(metrics_summary(_layout())))
+
+
 EXIT_CHALLENGER = 3
 """`drcl promote` / `drcl add-modality`: 0 champion (or already), 3 challenger, 1 error."""
 

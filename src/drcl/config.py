@@ -335,5 +335,8 @@ def load_params(path: str | Path = "params.yaml", **context: object) -> Params:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise DrclError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DrclError(f"{where}: not valid YAML ({problem})") from None
     return parse_params(raw, source=str(path), **context)  # type: ignore[arg-type]

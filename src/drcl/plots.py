@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from drcl.atomic import atomic_path  # noqa: E402
 
@@ -23,7 +24,8 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 def training_curve_png(history: Sequence[Mapping[str, float]], path: str | Path, *,
                        title: str, best_epoch: int) -> None:
     """Training and validation loss per epoch, with the selected epoch marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (mixup)")
     ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
@@ -44,7 +46,9 @@ def pr_curves_png(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
         by_query.setdefault(query, []).append((database, recall, precision))
     cols = min(3, len(by_query)) or 1
     rows = math.ceil(len(by_query) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    # constrained layout keeps each panel's title clear of the x label of the panel above
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[len(by_query):]:
         ax.axis("off")
     for ax, (query, lines) in zip(axes.flat, sorted(by_query.items()), strict=False):

@@ -119,3 +119,15 @@ def test_failed_stage_leaves_previous_outputs(project, monkeypatch):
     assert result.exit_code == 130
     assert encoder.read_bytes() == before
     assert not [p for p in encoder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_metrics_fit_a_terminal(project):
+    assert "not there yet" in drcl("metrics").stderr
+    run_pipeline()
+    result = drcl("metrics")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("prior: spl, chosen ")
+    assert any(line.strip().startswith("image: inputs ") for line in lines)
+    assert "test, mean over 6 directions: MAP@all 0." in result.stdout
+    assert max(len(line) for line in lines) <= 80

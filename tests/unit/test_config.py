@@ -91,8 +91,8 @@ def test_file_errors(tmp_path):
     with pytest.raises(DrclError, match="params file not found"):
         load_params(tmp_path / "missing.yaml")
     bad = tmp_path / "params.yaml"
-    bad.write_text("train: [unclosed\n")
-    with pytest.raises(DrclError, match="not valid YAML"):
+    bad.write_text("seed: 0\ntrain: [unclosed\n")
+    with pytest.raises(DrclError, match=r"params.yaml:3:1: not valid YAML \(expected ',' or ']'"):
         load_params(bad)
     bad.write_text(yaml.safe_dump({"train": {"batch_size": -5}}))
     with pytest.raises(DrclError, match=rf"{bad.name}: train.batch_size"):
