@@ -285,6 +285,34 @@ def scenario_raw(project):
     assert {row[0] for row in table} | {row[2] for row in table} <= set(ids)
 
 
+def scenario_registry(project):
+    """History, rollbacks and a new modality, once two sets have been champion."""
+    from mlflow import MlflowClient
+
+    p = project(data={"source": "npz", "path": "data/scene.npz",
+                      "modalities": ["view0", "view1"]},
+                promotion={"min_gain": -1.0})
+    write_scene(p.root / "data" / "scene.npz")
+    for command in (["dvc", "repro"], ["drcl", "promote"],
+                    ["dvc", "exp", "run", "-S", "train.lr=1e-2"], ["drcl", "promote"]):
+        done = subprocess.run(command, cwd=p.root, env=p.env, capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+    out = p.run_blocks("registry")
+    assert "promote   v2" in out[0] and "(was v1)" in out[0]
+    client = MlflowClient(tracking_uri=p.env["MLFLOW_TRACKING_URI"])
+    set_model = client.get_registered_model("drcl-set")
+    champion = client.get_model_version("drcl-set", set_model.aliases["champion"])
+    assert set(json.loads(champion.tags["drcl.members"])) == {"view0", "view1", "view2"}
+    history = json.loads(subprocess.run(["drcl", "history", "--format", "json"], cwd=p.root,
+                                        env=p.env, capture_output=True, text=True,
+                                        check=True).stdout)
+    assert [(e["action"], e["champion"]) for e in history] == [
+        ("promote", "1"), ("promote", "2"), ("rollback", "1"), ("rollback", "2"),
+        ("promote", str(champion.version))]
+    assert history[2]["reason"] == "v2 ranks our queries worse"
+
+
 def scenario_profiles(project, tmp_path):
     """The Wikipedia profiles, then the same data set as -S settings (a slice of the release)."""
     if not REAL_WIKIPEDIA.is_dir():
@@ -333,7 +361,8 @@ def scenario_kubeflow(project):
 
 
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
-             "profiles": scenario_profiles, "s3": scenario_s3, "kubeflow": scenario_kubeflow}
+             "registry": scenario_registry, "profiles": scenario_profiles, "s3": scenario_s3,
+             "kubeflow": scenario_kubeflow}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
