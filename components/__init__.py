@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from kfp import dsl
 from kfp.dsl.python_component import PythonComponent
 
-from components.evaluate import evaluate
-from components.extract import extract
-from components.finish import finish
-from components.prepare import prepare
-from components.prior import prior
-from components.promote import promote
-from components.train import train
+from drcl.components.evaluate import evaluate
+from drcl.components.extract import extract
+from drcl.components.finish import finish
+from drcl.components.prepare import prepare
+from drcl.components.prior import prior
+from drcl.components.promote import promote
+from drcl.components.train import train
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,12 @@ def prepare(seed: int, data: dict, dataset: Output[Dataset],
             extracted: Input[Dataset] = None) -> list[str]:
     """Import the configured source, validate and split it; return the modalities to train.
     With data.source `extracted`, the source is the upstream extract task's artifact."""
-    from drcl.config import load_params
     from drcl.data.prepare import prepare_dataset
-    from drcl.kfp.artifacts import save_params, task_layout, with_extracted
+    from drcl.kfp.artifacts import task_layout, task_params, with_extracted
 
     layout = task_layout(dataset.path)
     data = with_extracted(data, extracted.path if extracted is not None else None)
-    params = load_params(save_params(layout, seed=seed, data=data))
-    manifest = prepare_dataset(params.data, seed=params.seed, out_dir=layout.data)
+    params = task_params(layout, seed=seed, data=data)
+    manifest = prepare_dataset(params, out_dir=layout.data)
     dataset.metadata.update(name=manifest.name, classes=manifest.num_classes)
     return list(manifest.modalities)

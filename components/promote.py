@@ -8,15 +8,14 @@ def promote(dataset: Input[Dataset], class_prior: Input[Model], evaluation: Inpu
             registry: dict, promotion: dict, kfp_run: str, outcome: Output[Artifact]) -> str:
     """Register the prior and the evaluated encoders as a set; it becomes champion if it beats
     the champions. Returns the verdict: champion, challenger or unchanged."""
-    from drcl.config import load_params
     from drcl.kfp.artifacts import start_task, task_layout
     from drcl.promotion import promote
 
     layout = task_layout(outcome.path, dataset=dataset.path, prior=class_prior.path,
                          encoders=[evaluation.path])
-    params_file = start_task(layout, kfp_run=kfp_run, device=device, data=data,
-                             evaluate=evaluate, extract=extract, tracking=tracking,
-                             registry=registry, promotion=promotion)
-    result = promote(load_params(params_file), layout, report=layout.root / "promotion.json")
+    params = start_task(layout, kfp_run=kfp_run, device=device, data=data, evaluate=evaluate,
+                        extract=extract, tracking=tracking, registry=registry,
+                        promotion=promotion)
+    result = promote(params, layout, report=layout.root / "promotion.json")
     outcome.metadata.update(verdict=result.verdict, set_version=result.set_version)
     return result.verdict

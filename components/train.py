@@ -8,12 +8,12 @@ def train(dataset: Input[Dataset], class_prior: Input[Model], modality: str, see
           encoder: Output[Model], metrics: Output[Metrics]):
     """Train this modality's encoder against the frozen prior, from its own data only."""
     from drcl.kfp.artifacts import start_task, task_layout
-    from drcl.stages import train_modality
+    from drcl.stages.train import train_modality
 
     layout = task_layout(encoder.path, dataset=dataset.path, prior=class_prior.path)
-    params_file = start_task(layout, kfp_run=kfp_run, seed=seed, device=device, data=data,
-                             model=model, train=train, tracking=tracking)
-    result = train_modality(params_file, layout, modality=modality)
+    params = start_task(layout, kfp_run=kfp_run, seed=seed, device=device, data=data,
+                        model=model, train=train, tracking=tracking)
+    result = train_modality(params, layout, modality=modality)
     encoder.metadata["modality"] = modality
     metrics.log_metric("best_epoch", result.best_epoch)
     metrics.log_metric("best_val_loss", result.best_val_loss)

@@ -11,7 +11,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_task import PipelineTask
 
-import components
+from drcl import components
 from drcl.config import KubeflowParams, Params
 from drcl.kfp.project import pipeline_arguments
 
@@ -57,16 +57,14 @@ def build_pipeline(params: Params) -> GraphComponent:
                     kfp_run=RUN_ID), cluster)
             evaluated = _in_cluster(steps.evaluate(
                 dataset=dataset, encoders=dsl.Collected(trained.outputs["encoder"]),
-                device=device, evaluate=evaluate, promotion=promotion, tracking=tracking,
-                kfp_run=RUN_ID), cluster)
-            with dsl.If(evaluated.outputs["Output"] == True,  # noqa: E712
-                        name="promotion-gate"):
-                promoted = _in_cluster(steps.promote(
-                    dataset=dataset, class_prior=class_prior,
-                    evaluation=evaluated.outputs["evaluation"], device=device, data=data,
-                    evaluate=evaluate, extract=extract, tracking=tracking, registry=registry,
-                    promotion=promotion, kfp_run=RUN_ID), cluster)
-                promoted.set_caching_options(False)  # it changes the registry: never skip it
+                device=device, evaluate=evaluate, tracking=tracking, kfp_run=RUN_ID), cluster)
+            # the gate is drcl promote's own: a set that fails it is registered as a challenger
+            promoted = _in_cluster(steps.promote(
+                dataset=dataset, class_prior=class_prior,
+                evaluation=evaluated.outputs["evaluation"], device=device, data=data,
+                evaluate=evaluate, extract=extract, tracking=tracking, registry=registry,
+                promotion=promotion, kfp_run=RUN_ID), cluster)
+            promoted.set_caching_options(False)  # it changes the registry: never skip it
 
     return drcl
 

@@ -104,12 +104,10 @@ def prepare(dataset: str, raw: dict, work: Path) -> tuple[list[ModalityData], bo
     if params.data.source == "extracted":
         from drcl.extract.step import extract_dataset
 
-        extract_dataset(params.extract, seed=params.seed, split=params.data.split,
-                        device=params.device, out_dir=work / "extracted")
-        data_params = params.data.model_copy(update={"path": work / "extracted"})
-    else:
-        data_params = params.data
-    manifest = prepare_dataset(data_params, seed=params.seed, out_dir=work / "prepared")
+        extract_dataset(params, out_dir=work / "extracted")
+        params = params.model_copy(update={"data": params.data.model_copy(
+            update={"path": work / "extracted"})})
+    manifest = prepare_dataset(params, out_dir=work / "prepared")
     return [load_modality(work / "prepared", m) for m in manifest.modalities], \
         load_manifest(work / "prepared").multi_label
 

@@ -1,19 +1,16 @@
-"""The `drcl` command: thin shells around the step functions in drcl.stages."""
+"""The `drcl` command: thin shells around the library functions of each step (drcl.steps)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
-from drcl.errors import DrclError
+from drcl.cli_common import ParamsOption, run_step
 from drcl.kfp.cli import pipeline_app
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="drcl",
@@ -23,23 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(pipeline_app, name="pipeline")
-
-ParamsOption = Annotated[
-    Path, typer.Option("--params", "-p", help="The params.yaml to read.", dir_okay=False)
-]
-
-
-def _run(step: Callable[[], T]) -> T:
-    """Run a step; a DrclError becomes one line on stderr and exit code 1."""
-    try:
-        return step()
-    except DrclError as exc:
-        typer.echo(f"drcl: error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    except KeyboardInterrupt:
-        typer.echo("drcl: interrupted; no output was written", err=True)
-        raise typer.Exit(code=130) from None
-
 
 def _layout():
     from drcl.layout import Layout
@@ -54,8 +34,7 @@ def extract(params: ParamsOption = Path("params.yaml")) -> None:
     from drcl.extract.step import extract_dataset
 
     def step() -> None:
-        p = load_params(params)
-        report = extract_dataset(p.extract, seed=p.seed, split=p.data.split, device=p.device)
+        report = extract_dataset(load_params(params))
         if report.name is None:
             typer.echo("extract: extract.manifest is null; nothing to extract")
             return
@@ -66,7 +45,7 @@ def extract(params: ParamsOption = Path("params.yaml")) -> None:
         for bad in report.skipped:
             typer.echo(f"skipped {bad.where} ({bad.modality} {bad.id!r}): {bad.reason}", err=True)
 
-    _run(step)
+    run_step(step)
 
 
 @app.command()
@@ -76,29 +55,27 @@ def prepare(params: ParamsOption = Path("params.yaml")) -> None:
     from drcl.data.prepare import prepare_dataset
 
     def step() -> None:
-        p = load_params(params)
-        manifest = prepare_dataset(p.data, seed=p.seed, out_dir=_layout().data)
+        manifest = prepare_dataset(load_params(params), out_dir=_layout().data)
         sizes = ", ".join(f"{m} {i.dim}-d {i.sizes['train']}/{i.sizes['val']}/{i.sizes['test']}"
                           for m, i in manifest.modalities.items())
         typer.echo(f"{manifest.name}: {manifest.num_classes} classes; {sizes}")
 
-    _run(step)
+    run_step(step)
 
 
 @app.command()
 def prior(params: ParamsOption = Path("params.yaml")) -> None:
     """Stage 1: learn the class prior W (SPL), or take the orthogonal baseline."""
-    from drcl.stages import fit_prior, params_for_data
+    from drcl.config import load_params
+    from drcl.stages.prior import fit_prior
 
     def step() -> None:
-        layout = _layout()
-        p, manifest = params_for_data(params, layout)
-        result = fit_prior(p, manifest, layout)
+        result = fit_prior(load_params(params), _layout())
         scores = ", ".join(f"{m} {s:.4f}" for m, s in result.summary()["scores"].items())
         typer.echo(f"prior: {result.method}" + (f"; chosen {result.chosen} ({scores})"
                                                   if result.chosen else ""))
 
-    _run(step)
+    run_step(step)
 
 
 @app.command()
@@ -107,30 +84,29 @@ def train(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Stage 2: RSC training of one modality's encoder against the frozen prior."""
-    from drcl.stages import train_modality
+    from drcl.config import load_params
+    from drcl.stages.train import train_modality
 
     def step() -> None:
-        result = train_modality(params, _layout(), modality=modality)
+        result = train_modality(load_params(params), _layout(), modality=modality)
         typer.echo(f"{modality}: best epoch {result.best_epoch}, "
                    f"validation loss {result.best_val_loss:.5f}")
 
-    _run(step)
+    run_step(step)
 
 
 @app.command()
 def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
     """Evaluate every ordered pair of modalities on the test split; writes metrics/eval.json."""
     from drcl.config import load_params
-    from drcl.data.dataset import load_manifest
-    from drcl.stages import evaluate_encoders
+    from drcl.stages.evaluate import evaluate_encoders
 
     def step() -> None:
-        layout = _layout()
-        report = evaluate_encoders(load_params(params), load_manifest(layout.data), layout)
+        report = evaluate_encoders(load_params(params), _layout())
         summary = {name: round(table["mean"], 4) for name, table in report.items()}
         typer.echo(json.dumps(summary))
 
-    _run(step)
+    run_step(step)
 
 
 class OutputFormat(StrEnum):
@@ -144,7 +120,7 @@ def metrics() -> None:
     mean MAP, and MAP@all as a query x database matrix (`dvc metrics show` lists every key)."""
     from drcl.report import metrics_summary
 
-    _run(lambda: typer.echo(metrics_summary(_layout())))
+    run_step(lambda: typer.echo(metrics_summary(_layout())))
 
 
 EXIT_CHALLENGER = 3
@@ -180,7 +156,7 @@ def promote(
         return promote_candidates(load_params(params), _layout(), modalities=modality or [],
                                   report=report)
 
-    _promotion_exit(_run(step))
+    _promotion_exit(run_step(step))
 
 
 @app.command("add-modality")
@@ -191,9 +167,11 @@ def add_modality(
 ) -> None:
     """Train a modality against the champions' prior and promote it alone (exit codes as promote).
     """
+    from drcl.config import load_params
     from drcl.promotion import add_modality as add
 
-    _promotion_exit(_run(lambda: add(params, _layout(), modality=modality, report=report)))
+    _promotion_exit(run_step(lambda: add(load_params(params), _layout(), modality=modality,
+                                     report=report)))
 
 
 @app.command()
@@ -212,7 +190,7 @@ def rollback(
         was, now = roll_back(load_params(params), to=to, reason=reason)
         typer.echo(f"champion: set v{now} (was v{was})")
 
-    _run(step)
+    run_step(step)
 
 
 @app.command()
@@ -240,7 +218,7 @@ def history(
                        f"{'v' + e['replaces'] if e.get('replaces') else 'none'})  "
                        f"by {e.get('by', '?')}" + (f"  {e['reason']}" if e.get("reason") else ""))
 
-    _run(step)
+    run_step(step)
 
 
 @app.command()
@@ -258,7 +236,7 @@ def unlock(
         Registry.open(load_params(params)).unlock(holder)
         typer.echo(f"lock of {holder} broken")
 
-    _run(step)
+    run_step(step)
 
 
 FeaturesKeyOption = Annotated[str, typer.Option(
@@ -284,7 +262,7 @@ def index(
         typer.echo(f"{out}: {len(built.ids)} {modality} items embedded by "
                    f"{built.meta['model']} v{built.meta['version']}")
 
-    _run(step)
+    run_step(step)
 
 
 @app.command()
@@ -318,7 +296,7 @@ def search(
                             k=top_k, raw=raw)
         typer.echo(result.to_json() if output is OutputFormat.json else result.to_table())
 
-    _run(step)
+    run_step(step)
 
 
 profile_app = typer.Typer(help="Data-set profiles: the params that select a data set.",
@@ -353,7 +331,7 @@ def profile_apply(
         for change in changes:
             typer.echo(f"{params}: {change}")
 
-    _run(step)
+    run_step(step)
 
 
 storage_app = typer.Typer(help="The S3 bucket behind the DVC remote.", no_args_is_help=True)
@@ -375,4 +353,4 @@ def storage_check(
         action = "created" if status.created else "reachable"
         typer.echo(f"bucket {status.bucket!r} at {status.endpoint}: {action}, credentials accepted")
 
-    _run(step)
+    run_step(step)

@@ -174,8 +174,13 @@ class RegistryParams(_Strict):
 
 
 class PromotionParams(_Strict):
-    """The gate a candidate set must clear to become `champion` (MAP@all on the test split)."""
+    """The gate a candidate set must clear to become `champion`, on MAP@all of `split`.
 
+    The validation split by default, so that promoting again and again does not select on the
+    test split; the test figures are measured and reported all the same.
+    """
+
+    split: Literal["val", "test"] = "val"
     min_mean_map: Annotated[float, Field(ge=0, le=1)] = 0.5
     min_direction_map: Annotated[float, Field(ge=0, le=1)] = 0.2
     min_gain: Annotated[float, Field(ge=-1, le=1)] = 0.0
@@ -325,6 +330,13 @@ def parse_params(raw: object, *, source: str = "params.yaml",
         return Params.model_validate(raw if raw is not None else {}, context=context)
     except ValidationError as exc:
         raise DrclError(_one_line(source, exc)) from None
+
+
+def for_data(params: Params, *, modalities: list[str] | None = None,
+             num_classes: int | None = None) -> Params:
+    """The same params, checked against a data set: modality names and number of classes."""
+    return parse_params(params.model_dump(mode="json"), modalities=modalities,
+                        num_classes=num_classes)
 
 
 def load_params(path: str | Path = "params.yaml", **context: object) -> Params:

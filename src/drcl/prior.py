@@ -8,6 +8,7 @@ baseline (`orthogonal`, as in SDML) uses W0 itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -91,8 +92,11 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
             optimizer.step()
             loss_sum += loss.detach().double() * idx.numel()  # no host sync per step
         score = quality_score(encoder, prior.detach(), xs, ys, batch_size=batch)
-        best.history.append({"epoch": epoch, "loss": float(loss_sum) / x.shape[0],
-                             "score": score})
+        loss = float(loss_sum) / x.shape[0]
+        if not (math.isfinite(loss) and math.isfinite(score)):
+            raise DrclError(f"prior: SPL on {data.name} became NaN or infinite at epoch "
+                            f"{epoch}; lower prior.lr or check the features")
+        best.history.append({"epoch": epoch, "loss": loss, "score": score})
         if score > best.best_score:
             best.best_score, best.best_epoch = score, epoch
             best.prior_best = prior.detach().clone()

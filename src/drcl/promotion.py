@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from drcl.atomic import write_json
-from drcl.config import Params, PromotionParams, load_params
+from drcl.config import Params, PromotionParams
 from drcl.data.dataset import (
     Manifest,
     Split,
@@ -39,7 +39,7 @@ from drcl.model import Encoder, embed, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.registry import ENCODER_FILE, PRIOR_FILE, EncoderSet, Member, Registry
 from drcl.runtime import resolve_device
-from drcl.stages import train_modality
+from drcl.stages.train import train_modality
 from drcl.tracking import git_commit, metric_key, stage_run
 
 MAX_ATTEMPTS = 5
@@ -95,8 +95,10 @@ class Outcome:
     replaced: str | None
     decision: Decision
     members: dict[str, str] = field(default_factory=dict)
+    split: str = "val"
     map_all: dict[str, float] = field(default_factory=dict)
     champion_map_all: dict[str, float] = field(default_factory=dict)
+    test_map_all: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return asdict(self)
@@ -110,10 +112,12 @@ class Outcome:
             return f"challenger: {name} not promoted: {'; '.join(self.decision.reasons)}"
         line = f"champion: {name}"
         line += f" (replaces v{self.replaced})" if self.replaced else " (the first champion)"
-        line += f"; mean MAP@all {self.decision.mean_map:.4f}"
+        line += f"; mean MAP@all {self.decision.mean_map:.4f} ({self.split})"
         if self.decision.gain is not None:
             line += (f", gain {self.decision.gain:+.4f} on {len(self.decision.compared_on)} "
                      "direction(s)")
+        if self.split != "test" and "mean" in self.test_map_all:
+            line += f"; test MAP@all {self.test_map_all['mean']:.4f}"
         return line
 
 
@@ -181,7 +185,10 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
                         f"{layout.data / 'manifest.json'} (it has "
                         f"{', '.join(manifest.modalities)})")
     device = resolve_device(params.device)
-    tests = {m: load_modality(layout.data, m).test for m in manifest.modalities}
+    loaded_data = {m: load_modality(layout.data, m) for m in manifest.modalities}
+    gate_split = params.promotion.split
+    tests = {m: data.split(gate_split) for m, data in loaded_data.items()}
+    reported = {m: data.test for m, data in loaded_data.items()}
     extractors = {m: info.extractor for m, info in manifest.modalities.items()}
     candidates = {m: _local(layout, m, device, extractors[m]) for m in names}
     for m, loaded in candidates.items():
@@ -200,10 +207,14 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
             tempfile.TemporaryDirectory() as tmp:
         outcome = _promote(registry, run_id, params=params, layout=layout, manifest=manifest,
                            full=full, names=names, candidates=candidates, tests=tests,
+                           reported=reported,
                            extractors=extractors, device=device, workdir=Path(tmp))
-        run.log_metrics({f"candidate.map_all.{d}": v for d, v in outcome.map_all.items()}
-                        | {f"champion.map_all.{d}": v
-                           for d, v in outcome.champion_map_all.items()})
+        run.log_metrics({f"candidate.{gate_split}_map_all.{d}": v
+                         for d, v in outcome.map_all.items()}
+                        | {f"champion.{gate_split}_map_all.{d}": v
+                           for d, v in outcome.champion_map_all.items()}
+                        | {f"candidate.test_map_all.{d}": v
+                           for d, v in outcome.test_map_all.items()})
         run.set_tags({"drcl.verdict": outcome.verdict, "drcl.set_version": outcome.set_version,
                       "drcl.reason": "; ".join(outcome.decision.reasons)})
     if report is not None:
@@ -222,7 +233,8 @@ def _same_prior(candidates: Mapping[str, _Loaded], prior_sha256: str, source: st
 
 def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
              manifest: Manifest, full: bool, names: list[str], candidates: dict[str, _Loaded],
-             tests: dict[str, Split], extractors: dict[str, str], device: torch.device,
+             tests: dict[str, Split], reported: dict[str, Split], extractors: dict[str, str],
+             device: torch.device,
              workdir: Path) -> Outcome:
     registered: dict[str, Member] = {}
     for _ in range(MAX_ATTEMPTS):
@@ -252,6 +264,9 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                             f"{layout.data} needs test data of another modality in the set")
         table = _tables(new_set, tests, directions, params=params,
                         multi_label=manifest.multi_label, device=device)
+        test_table = table if tests is reported else _tables(
+            new_set, reported, directions, params=params, multi_label=manifest.multi_label,
+            device=device)
         champion_dirs = [(q, d) for q, d in directions
                          if all(m in champions and _fits(champions[m], tests[m], extractors[m])
                                 for m in (q, d))]
@@ -265,12 +280,15 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
         for m in names:
             if m not in registered:
                 registered[m] = _register(registry, run_id, m, candidates[m], prior_file,
-                                          table=table, params=params, manifest=manifest)
+                                          table=table, test_table=test_table, params=params,
+                                          manifest=manifest)
         members = ({} if full or champion is None else dict(champion.members)) | registered
         outcome = Outcome(verdict="unchanged", set_model=registry.set_model, set_version="",
                           replaced=None, decision=decision,
                           members={m: f"{x.model}/{x.version}" for m, x in members.items()},
-                          map_all=table["map_all"], champion_map_all=champion_table["map_all"])
+                          split=params.promotion.split, map_all=table["map_all"],
+                          champion_map_all=champion_table["map_all"],
+                          test_map_all=test_table["map_all"])
         with registry.locked(params.registry.lock_wait_s):
             now = registry.champion()
             if (now and now.version) != (champion and champion.version):
@@ -283,8 +301,10 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                 run_id, prior=prior_file, prior_sha256=prior_sha, members=members,
                 member_priors={m: prior_sha if m not in candidates else candidates[m].prior_sha256
                                for m in members},
-                record=_record(decision, champion, table, champion_table, manifest),
-                tags=_set_tags(decision, champion, manifest, layout))
+                record=_record(decision, champion, table, champion_table, test_table, manifest,
+                               params.promotion.split),
+                tags=_set_tags(decision, champion, manifest, layout, params.promotion.split,
+                               test_table))
             outcome.set_version = created.version
             if decision.promoted:
                 outcome.replaced = registry.commit(
@@ -301,14 +321,16 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
 
 
 def _register(registry: Registry, run_id: str, modality: str, loaded: _Loaded, prior_file: Path,
-              *, table: dict[str, dict[str, float]], params: Params,
-              manifest: Manifest) -> Member:
-    """Register one encoder file with what is needed to use it alone."""
+              *, table: dict[str, dict[str, float]], test_table: dict[str, dict[str, float]],
+              params: Params, manifest: Manifest) -> Member:
+    """Register one encoder file with what is needed to use it alone; its MAP figures are
+    the test split's (reported), its gate figures those of `promotion.split`."""
     spec = loaded.encoder.spec
     k_table = f"map_at_{params.evaluate.k}"
-    mine, mine_k = ({d: v for d, v in table[name].items()
+    mine, mine_k = ({d: v for d, v in test_table[name].items()
                      if d != "mean" and modality in d.split("->")}
                     for name in ("map_all", k_table))
+    gate = [v for d, v in table["map_all"].items() if d != "mean" and modality in d.split("->")]
     info = {"modality": modality, "input_dim": spec.input_dim, "hidden_dim": spec.hidden_dim,
             "common_dim": spec.common_dim, "extractor": loaded.extractor,
             "prior_sha256": loaded.prior_sha256, "weights_sha256": file_sha256(loaded.path),
@@ -316,6 +338,9 @@ def _register(registry: Registry, run_id: str, modality: str, loaded: _Loaded, p
             "data_sha256": manifest.modalities[modality].sha256,
             "map_all": mine, k_table: mine_k}
     tags = {f"drcl.{k}": str(v) for k, v in info.items() if not k.startswith("map_")}
+    tags["drcl.gate_split"] = params.promotion.split
+    if gate:
+        tags["drcl.gate_map_all.mean"] = f"{sum(gate) / len(gate):.6f}"
     if mine:
         tags["drcl.map_all.mean"] = f"{sum(mine.values()) / len(mine):.6f}"
         tags |= {metric_key(f"drcl.map_all.{d}"): f"{v:.6f}" for d, v in mine.items()}
@@ -324,20 +349,22 @@ def _register(registry: Registry, run_id: str, modality: str, loaded: _Loaded, p
 
 
 def _record(decision: Decision, champion: EncoderSet | None, table: dict, champion_table: dict,
-            manifest: Manifest) -> dict:
+            test_table: dict, manifest: Manifest, split: str) -> dict:
     return {"decision": "promote" if decision.promoted else "challenger",
-            "reasons": list(decision.reasons), "gain": decision.gain,
+            "reasons": list(decision.reasons), "gain": decision.gain, "gate_split": split,
             "compared_with": champion.version if champion else None,
             "compared_on": list(decision.compared_on), "dataset": manifest.name,
             "dataset_sha256": dataset_checksum(manifest), "candidate": table,
-            "champion": champion_table}
+            "champion": champion_table, "candidate_test": test_table}
 
 
 def _set_tags(decision: Decision, champion: EncoderSet | None, manifest: Manifest,
-              layout: Layout) -> dict[str, str]:
+              layout: Layout, split: str, test_table: dict) -> dict[str, str]:
     return {"drcl.decision": "promote" if decision.promoted else "challenger",
             "drcl.reason": "; ".join(decision.reasons) or "cleared every threshold",
+            "drcl.gate_split": split,
             "drcl.mean_map_all": f"{decision.mean_map:.6f}",
+            "drcl.test_mean_map_all": f"{test_table['map_all']['mean']:.6f}",
             "drcl.gain": "" if decision.gain is None else f"{decision.gain:+.6f}",
             "drcl.compared_with": champion.version if champion else "",
             "drcl.dataset_sha256": dataset_checksum(manifest),
@@ -386,17 +413,16 @@ def champion_prior(registry: Registry, dest: Path) -> tuple[EncoderSet, Path]:
     return champion, path
 
 
-def add_modality(params_path: Path, layout: Layout, *, modality: str,
+def add_modality(params: Params, layout: Layout, *, modality: str,
                  report: Path | None = None) -> Outcome:
     """Train one modality against the champions' prior, then promote it alone.
 
     The candidate is trained outside the workspace's pipeline outputs, which stay as `dvc repro`
     left them whatever the verdict; a promoted candidate lives on in the registry.
     """
-    params = load_params(params_path)
     registry = Registry.open(params, layout.root)
     with tempfile.TemporaryDirectory() as tmp:
         _, prior_path = champion_prior(registry, Path(tmp) / "champions")
         candidate = replace(layout, outputs=Path(tmp) / "candidate")
-        train_modality(params_path, candidate, modality=modality, prior_path=prior_path)
+        train_modality(params, candidate, modality=modality, prior_path=prior_path)
         return promote(params, candidate, modalities=[modality], report=report)

@@ -8,6 +8,7 @@ Each modality trains alone: it needs only the prior and its own data.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +99,10 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
         val_loss = validation_loss(encoder, xv, yv, w, w_pinv, q=q, batch_size=cfg.batch_size,
                                    **loss_args)
         means = (sums / x.shape[0]).tolist()
+        if not all(math.isfinite(v) for v in (*means, val_loss)):
+            raise DrclError(f"train@{data.name}: the loss became NaN or infinite at epoch "
+                            f"{epoch}; lower train.lr (or train.lr_per_modality.{data.name}) "
+                            "or check the features")
         record = {"epoch": epoch, "q": q,
                   **{f"train_{k}": v for k, v in zip(_PARTS, means, strict=True)},
                   "val_loss": val_loss}

@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 import scipy.sparse
 
-from drcl.config import DataParams
+from drcl.config import DataParams, Params
 from drcl.data.dataset import load_modality
 from drcl.data.prepare import prepare_dataset
 from drcl.data.sources import import_source
@@ -78,7 +78,8 @@ def labelled(rng: np.random.Generator, n: int, dim: int, classes: int,
 
 def prepare(tmp_path: Path, source: str, path: Path):
     out = tmp_path / "prepared"
-    manifest = prepare_dataset(DataParams(source=source, path=path), seed=0, out_dir=out)
+    manifest = prepare_dataset(Params(data=DataParams(source=source, path=path), seed=0),
+                               out_dir=out)
     return manifest, out
 
 

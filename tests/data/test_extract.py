@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drcl.config import DataParams, ExtractParams, SplitRatios
+from drcl.config import DataParams, ExtractParams, Params
 from drcl.data.dataset import SPLITS, load_modality
 from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
@@ -43,7 +43,7 @@ def run(tmp_path: Path, manifest: Path, **params) -> tuple:
     extract = ExtractParams(manifest=manifest, extractors=params.pop("extractors", {
         "vec": "precomputed", "text": "minilm", "image": "efficientnet_lite0"}), **params)
     out = tmp_path / "extracted"
-    report = extract_dataset(extract, seed=0, split=SplitRatios(), device="cpu", out_dir=out,
+    report = extract_dataset(Params(seed=0, device="cpu", extract=extract), out_dir=out,
                              cache_dir=tmp_path / "cache")
     return report, out
 
@@ -230,7 +230,8 @@ def test_one_item_in_several_modalities_lands_in_one_split(tmp_path):
     assert where["aux"].pop("lone") in SPLITS
     assert where["vec"] == where["aux"]  # every shared id in the same split in both
     assert report.sizes["vec"] == {"train": 18, "val": 6, "test": 6}
-    prepared = prepare_dataset(DataParams(source="extracted", path=out), seed=0,
+    prepared = prepare_dataset(Params(seed=0,
+                                      data=DataParams(source="extracted", path=out)),
                                out_dir=tmp_path / "prepared")
     assert prepared.paired
     assert prepared.modalities["vec"].extractor == "precomputed"
@@ -286,12 +287,12 @@ def test_precomputed_rows_of_a_matrix(tmp_path):
 
 
 def test_null_manifest_writes_only_the_report(tmp_path):
-    report = extract_dataset(ExtractParams(), seed=0, split=SplitRatios(),
-                             out_dir=tmp_path / "extracted")
+    report = extract_dataset(Params(), out_dir=tmp_path / "extracted")
     assert report.name is None
     assert [p.name for p in (tmp_path / "extracted").iterdir()] == [REPORT_FILE]
     with pytest.raises(DrclError, match="ran with extract.manifest null"):
-        prepare_dataset(DataParams(source="extracted", path=tmp_path / "extracted"), seed=0,
+        prepare_dataset(Params(seed=0,
+                               data=DataParams(source="extracted", path=tmp_path / "extracted")),
                         out_dir=tmp_path / "prepared")
 
 
@@ -300,14 +301,15 @@ def test_extracted_source_feeds_prepare(tmp_path):
     manifest = write_csv(tmp_path / "pets.csv", "id,modality,label,path", rows)
     run(tmp_path, manifest)
     out = tmp_path / "prepared"
-    prepared = prepare_dataset(DataParams(source="extracted", path=tmp_path / "extracted"),
-                               seed=0, out_dir=out)
+    source = DataParams(source="extracted", path=tmp_path / "extracted")
+    prepared = prepare_dataset(Params(seed=0, data=source), out_dir=out)
     assert prepared.name == "pets" and prepared.classes == CLASSES
     assert prepared.modalities["vec"].sizes == {"train": 9, "val": 3, "test": 3}
     assert not prepared.multi_label
     assert load_modality(out, "vec").train.features.shape == (9, 4)
     with pytest.raises(DrclError, match="no extraction here"):
-        prepare_dataset(DataParams(source="extracted", path=tmp_path / "nothing"), seed=0,
+        prepare_dataset(Params(seed=0,
+                               data=DataParams(source="extracted", path=tmp_path / "nothing")),
                         out_dir=out)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drcl.config import ExtractParams, SplitRatios
+from drcl.config import ExtractParams, Params
 from drcl.extract import FEATURES_FILE
 from drcl.extract.step import extract_dataset
 
@@ -59,9 +59,10 @@ def extract(tmp_path: Path, rows: list[str], cache: Path | None = None, **params
     manifest = tmp_path / "items.csv"
     manifest.write_text("\n".join(["id,modality,label,path,text,split", *rows]) + "\n")
     out = tmp_path / "extracted"
-    report = extract_dataset(ExtractParams(manifest=manifest, image_size=SIZE, **params), seed=0,
-                             split=SplitRatios(), device="cpu", out_dir=out,
-                             cache_dir=cache or tmp_path / "cache")
+    report = extract_dataset(
+        Params(seed=0, device="cpu",
+               extract=ExtractParams(manifest=manifest, image_size=SIZE, **params)),
+        out_dir=out, cache_dir=cache or tmp_path / "cache")
     with np.load(out / FEATURES_FILE) as npz:
         return report, dict(npz)
 

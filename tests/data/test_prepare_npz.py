@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drcl.config import DataParams
+from drcl.config import DataParams, Params
 from drcl.data.dataset import SPLITS, file_sha256, load_manifest, load_modality
 from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
@@ -19,7 +19,7 @@ MODALITIES = ("image", "text")
 
 def test_round_trip(npz_arrays: Arrays, write_npz, npz_params, tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    manifest = prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=out)
+    manifest = prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0), out_dir=out)
 
     assert manifest == load_manifest(out)
     assert manifest.name == "toy"
@@ -49,7 +49,8 @@ def _prepare_labels(arrays: Arrays, write_npz, npz_params, tmp_path: Path,
     """Replace every labels array by ``make(0-based ids)`` and prepare."""
     for key in [k for k in arrays if k.endswith(".labels")]:
         arrays[key] = make(arrays[key].ravel() - 1)
-    return prepare_dataset(npz_params(write_npz(arrays)), seed=0, out_dir=tmp_path / "ds")
+    return prepare_dataset(Params(data=npz_params(write_npz(arrays)), seed=0),
+                           out_dir=tmp_path / "ds")
 
 
 @pytest.mark.parametrize("make", [
@@ -93,7 +94,7 @@ def test_base_is_decided_over_the_whole_data_set(npz_arrays, write_npz, npz_para
     for key in [k for k in npz_arrays if k.endswith(".labels")]:
         npz_arrays[key] = npz_arrays[key].ravel() - 1
     npz_arrays["text.val.labels"] = np.array([1, 2, 2, 1])
-    prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0), out_dir=tmp_path / "ds")
     val = load_modality(tmp_path / "ds", "text").val.labels
     np.testing.assert_array_equal(val.argmax(axis=1), [1, 2, 2, 1])
 
@@ -104,10 +105,12 @@ def test_class_names_from_the_file(npz_arrays, write_npz, npz_params, tmp_path) 
     # "cat" (0) has no item, which is refused
     with pytest.raises(DrclError, match=r"1 of 4 classes occur in no split of any modality "
                                         r"\(cat\)"):
-        prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+        prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0),
+                        out_dir=tmp_path / "ds")
     npz_arrays["text.val.labels"] = npz_arrays["text.val.labels"].copy()
     npz_arrays["text.val.labels"][0] = 0  # one cat
-    manifest = prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    manifest = prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0),
+                               out_dir=tmp_path / "ds")
     assert manifest.classes == ["cat", "dog", "owl", "eel"]
     train = load_modality(tmp_path / "ds", "image").train.labels
     np.testing.assert_array_equal(train.argmax(axis=1), npz_arrays["image.train.labels"].ravel())
@@ -209,13 +212,13 @@ def test_bad_input_is_refused_and_nothing_written(edit, fragments, old_dataset, 
                                                   tmp_path) -> None:
     out = tmp_path / "ds"
     if old_dataset:
-        prepare_dataset(npz_params(write_npz(npz_arrays, "old")), seed=0, out_dir=out)
+        prepare_dataset(Params(data=npz_params(write_npz(npz_arrays, "old")), seed=0), out_dir=out)
     before = folder_snapshot(out) if old_dataset else None
     edit(npz_arrays)
     path = write_npz(npz_arrays)
 
     with pytest.raises(DrclError) as caught:
-        prepare_dataset(npz_params(path), seed=0, out_dir=out)
+        prepare_dataset(Params(data=npz_params(path), seed=0), out_dir=out)
 
     message = str(caught.value)
     assert "\n" not in message
@@ -232,7 +235,9 @@ def test_bad_input_is_refused_and_nothing_written(edit, fragments, old_dataset, 
 def test_missing_file_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.npz"
     with pytest.raises(DrclError, match="nope.npz: npz file not found"):
-        prepare_dataset(DataParams(source="npz", path=missing), seed=0, out_dir=tmp_path / "ds")
+        prepare_dataset(Params(seed=0,
+                               data=DataParams(source="npz", path=missing)),
+                        out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
 
@@ -241,18 +246,20 @@ def test_not_an_npz_names_the_file(tmp_path: Path) -> None:
     path.write_text("not a zip")
     with pytest.raises(DrclError, match=r"junk.npz: not readable as an .npz feature file "
                                         r"\(not a numpy file\)$"):
-        prepare_dataset(DataParams(source="npz", path=path), seed=0, out_dir=tmp_path / "ds")
+        prepare_dataset(Params(seed=0,
+                               data=DataParams(source="npz", path=path)),
+                        out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
 
 def test_data_modalities_selects_and_orders(npz_arrays, write_npz, tmp_path: Path) -> None:
     path = write_npz(npz_arrays)
-    manifest = prepare_dataset(DataParams(source="npz", path=path, modalities=["text"]), seed=0,
-                               out_dir=tmp_path / "one")
+    one = DataParams(source="npz", path=path, modalities=["text"])
+    manifest = prepare_dataset(Params(seed=0, data=one), out_dir=tmp_path / "one")
     assert list(manifest.modalities) == ["text"]
     assert not (tmp_path / "one" / "image.npz").exists()
-    manifest = prepare_dataset(DataParams(source="npz", path=path, modalities=["text", "image"]),
-                               seed=0, out_dir=tmp_path / "both")
+    both = DataParams(source="npz", path=path, modalities=["text", "image"])
+    manifest = prepare_dataset(Params(seed=0, data=both), out_dir=tmp_path / "both")
     assert list(manifest.modalities) == ["text", "image"]
 
 
@@ -261,7 +268,7 @@ def test_data_modalities_unknown_is_refused(npz_arrays, write_npz, tmp_path: Pat
     expected = (r"^data.modalities \[image, audio\] names audio, which toy lacks "
                 r"\(it has image, text\)$")
     with pytest.raises(DrclError, match=expected):
-        prepare_dataset(params, seed=0, out_dir=tmp_path / "ds")
+        prepare_dataset(Params(data=params, seed=0), out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
 
@@ -273,7 +280,8 @@ def test_items_keep_their_ids(npz_arrays, write_npz, npz_params, tmp_path) -> No
             npz_arrays[f"{modality}.{split}.ids"] = np.asarray(
                 [f"doc-{split}-{i}" for i in range(n)]) if modality == "text" else \
                 np.arange(n) + {"train": 0, "val": 1000, "test": 2000}[split]
-    manifest = prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "a")
+    manifest = prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0),
+                               out_dir=tmp_path / "a")
     assert manifest.paired is False  # integer ids of images, doc-... ids of texts: none shared
     data = load_modality(tmp_path / "a", "text")
     assert list(data.val.ids[:2]) == ["doc-val-0", "doc-val-1"]
@@ -281,12 +289,13 @@ def test_items_keep_their_ids(npz_arrays, write_npz, npz_params, tmp_path) -> No
     for split in SPLITS:  # the texts now name the images' items
         n = len(npz_arrays[f"text.{split}.features"])
         npz_arrays[f"text.{split}.ids"] = npz_arrays[f"image.{split}.ids"][:n]
-    assert prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0,
+    assert prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0),
                            out_dir=tmp_path / "b").paired is True
 
 
 def test_unnamed_items_are_numbered_per_split(npz_arrays, write_npz, npz_params, tmp_path):
-    manifest = prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    manifest = prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0),
+                               out_dir=tmp_path / "ds")
     assert manifest.paired is False
     data = load_modality(tmp_path / "ds", "image")
     assert list(data.train.ids[:2]) == ["train/0", "train/1"]
@@ -303,7 +312,8 @@ def test_unnamed_items_are_numbered_per_split(npz_arrays, write_npz, npz_params,
 def test_bad_ids_are_refused(npz_arrays, write_npz, npz_params, tmp_path, ids, message) -> None:
     npz_arrays["image.train.ids"] = ids(len(npz_arrays["image.train.features"]))
     with pytest.raises(DrclError, match=message):
-        prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+        prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0),
+                        out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
 
@@ -313,12 +323,13 @@ def test_classes_that_never_occur_are_refused(npz_arrays, write_npz, npz_params,
     npz_arrays["image.test.labels"][0] = 99
     with pytest.raises(DrclError, match=r"^toy: 96 of 100 classes occur in no split of any "
                                         r"modality \(0, 4, 5, .* \.\.\.\); labels must use"):
-        prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+        prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0),
+                        out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
 
 def test_a_damaged_prepared_file_names_itself(npz_arrays, write_npz, npz_params, tmp_path):
-    prepare_dataset(npz_params(write_npz(npz_arrays)), seed=0, out_dir=tmp_path / "ds")
+    prepare_dataset(Params(data=npz_params(write_npz(npz_arrays)), seed=0), out_dir=tmp_path / "ds")
     file = tmp_path / "ds" / "image.npz"
     file.write_bytes(file.read_bytes()[:100])
     with pytest.raises(DrclError, match=r"image.npz: not readable as a prepared modality file "

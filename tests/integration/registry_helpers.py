@@ -12,7 +12,8 @@ from pathlib import Path
 from drcl.config import load_params
 from drcl.data.prepare import prepare_dataset
 from drcl.layout import Layout
-from drcl.stages import fit_prior, params_for_data, train_modality
+from drcl.stages.prior import fit_prior
+from drcl.stages.train import train_modality
 from tests.integration.project import write_features, write_params
 
 MODALITIES = ("image", "text", "audio")
@@ -30,11 +31,10 @@ def build_project(root: Path, *, quality: str = "strong", modalities: Sequence[s
     write_project_params(root, quality=quality, modalities=modalities, seed=seed)
     layout = Layout(root)
     params = load_params(root / "params.yaml")
-    prepare_dataset(params.data, seed=params.seed, out_dir=layout.data)
-    params, manifest = params_for_data(root / "params.yaml", layout)
-    fit_prior(params, manifest, layout)
+    prepare_dataset(params, out_dir=layout.data)
+    fit_prior(params, layout)
     for m in modalities if train is None else train:
-        train_modality(root / "params.yaml", layout, modality=m)
+        train_modality(params, layout, modality=m)
     return root
 
 

@@ -109,7 +109,7 @@ def test_the_parent_can_be_named_and_a_failed_stage_is_marked(project, mlflow_st
     def fail(*args, **kwargs):
         raise DrclError("prior: injected failure")
 
-    monkeypatch.setattr("drcl.stages.select_prior", fail)
+    monkeypatch.setattr("drcl.stages.prior.select_prior", fail)
     assert drcl("prior").exit_code == 1
     (child,) = [r for r in runs(client) if r.info.run_id != outer]
     assert child.data.tags["mlflow.parentRunId"] == outer and child.info.status == "FAILED"
@@ -149,7 +149,7 @@ def test_an_unreachable_tracking_server_stops_the_stage_before_it_starts(project
 
 KILLED_STAGE = """
 import os, signal
-import drcl.stages as stages
+import drcl.stages.prior as stages
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)  # killed outright: no chance to end its runs
 stages.select_prior = die

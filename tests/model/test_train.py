@@ -141,3 +141,16 @@ def test_standardisation_is_the_setting_or_the_probes_choice(tiny_params, data):
                               "model.standardize_per_modality": {"img": not auto.standardize}})
     assert train_encoder(data, w, params=override, device=CPU).history == \
         runs[not auto.standardize].history
+
+
+def test_a_loss_that_becomes_nan_stops_with_the_modality_and_epoch(tiny_params, data):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from drcl.data.dataset import Split
+
+    huge = replace(data, train=Split(data.train.features * np.float32(3e38), data.train.labels))
+    with pytest.raises(DrclError, match=r"^train@img: the loss became NaN or infinite at epoch 1"):
+        train_encoder(huge, orthogonal_init(16, 3, seed=0),
+                      params=tiny_params(**{"model.standardize": False}), device=CPU)

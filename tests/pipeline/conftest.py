@@ -23,7 +23,7 @@ def project_params() -> Params:
 def compiled_file(tmp_path_factory, project_params) -> Path:
     """What `drcl pipeline compile` writes for the project's params.yaml."""
     out = tmp_path_factory.mktemp("compiled") / "drcl-pipeline.yaml"
-    compile_pipeline(project_params, out, root=ROOT)
+    compile_pipeline(project_params, out)
     return out
 
 

@@ -75,6 +75,15 @@ class FakeClient:
         eid = self.experiments.setdefault(name, f"exp-{name}")
         return SimpleNamespace(experiment_id=eid, display_name=name)
 
+    def get_experiment(self, experiment_name: str,
+                       namespace: str | None = None) -> SimpleNamespace:
+        """As kfp.Client.get_experiment: ValueError when there is none."""
+        self._record("get_experiment", name=experiment_name, namespace=namespace)
+        if experiment_name not in self.experiments:
+            raise ValueError(f"No experiment is found with name {experiment_name}.")
+        return SimpleNamespace(experiment_id=self.experiments[experiment_name],
+                               display_name=experiment_name)
+
     def run_pipeline(self, experiment_id: str, job_name: str, **kwargs: Any) -> SimpleNamespace:
         rid = self._record("run_pipeline", experiment_id=experiment_id, job_name=job_name,
                            **kwargs)

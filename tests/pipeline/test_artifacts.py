@@ -14,8 +14,8 @@ from drcl.errors import DrclError
 from drcl.kfp.artifacts import (
     gather_encoders,
     map_table,
-    save_params,
     task_layout,
+    task_params,
     with_extracted,
 )
 from drcl.layout import Layout
@@ -57,14 +57,14 @@ def test_encoder_artifacts_that_do_not_add_up(tmp_path):
         gather_encoders([a, again], task_layout(tmp_path / "out"))
 
 
-def test_saved_params_are_validated_and_normalised(tmp_path):
+def test_task_params_are_validated_and_recorded(tmp_path):
     layout = task_layout(tmp_path / "out")
-    path = save_params(layout, seed=3, model={"hidden_dim": 64.0, "common_dim": 16.0})
-    assert path == tmp_path / "out/params.yaml"
-    saved = yaml.safe_load(path.read_text())
-    assert saved["seed"] == 3 and saved["model"]["hidden_dim"] == 64  # kfp's 64.0, as an int
+    params = task_params(layout, seed=3, model={"hidden_dim": 64.0, "common_dim": 16.0})
+    assert params.seed == 3 and params.model.hidden_dim == 64  # kfp's 64.0, as an int
+    saved = yaml.safe_load((tmp_path / "out/params.yaml").read_text())  # the record
+    assert saved["seed"] == 3 and saved["model"]["hidden_dim"] == 64
     with pytest.raises(DrclError) as err:
-        save_params(task_layout(tmp_path / "bad"), train={"lr": -1})
+        task_params(task_layout(tmp_path / "bad"), train={"lr": -1})
     assert str(err.value).startswith("pipeline arguments: train.lr: Input should be greater")
     assert not (tmp_path / "bad").exists()
 

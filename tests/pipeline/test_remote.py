@@ -250,7 +250,9 @@ def test_reconcile_command_and_dry_run(at_root, fake_client, tmp_path):
                   "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "would create drcl-nightly"
-    assert fake_client.calls("create_recurring_run") == []
+    writes = {"upload_pipeline", "upload_pipeline_version", "create_experiment",
+              "create_recurring_run", "disable_recurring_run", "run_pipeline"}
+    assert not [r.method for r in fake_client.requests if r.method in writes]  # only reads
     result = drcl("pipeline", "reconcile", "--schedules", str(folder), "--host", HOST)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1].startswith("create drcl-nightly (create_recurring_run-")

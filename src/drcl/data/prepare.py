@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drcl.config import DataParams
+from drcl.config import Params
 from drcl.data.dataset import SPLITS, Manifest, ModalityData, Split, save_dataset
 from drcl.data.labels import LabelSource, normalize_labels
 from drcl.data.sources import UNSPLIT, ImportedDataset, RawPart, import_source
@@ -21,14 +21,16 @@ from drcl.data.validate import check_ids, check_imported, check_paired_labels, c
 from drcl.errors import DrclError
 
 
-def prepare_dataset(params: DataParams, *, seed: int, out_dir: str | Path,
+def prepare_dataset(params: Params, *, out_dir: str | Path,
                     cache_dir: str | Path | None = None) -> Manifest:
-    """Import the configured source, validate it, split it if it has no split, save atomically."""
-    imported = _select_modalities(import_source(params, cache_dir=cache_dir), params.modalities)
+    """Step `prepare`: import `params.data`'s source, validate it, split it (by `params.seed`)
+    if it has no split, and save it to `out_dir` atomically."""
+    data, seed = params.data, params.seed
+    imported = _select_modalities(import_source(data, cache_dir=cache_dir), data.modalities)
     check_imported(imported)
     labels, num_classes, multi_label = _labels(imported)
     _check_every_class_occurs(imported, labels, num_classes)
-    fractions = params.split.model_dump()
+    fractions = data.split.model_dump()
     shared = _shared_split(imported, labels, fractions=fractions, seed=seed)
     modalities: dict[str, ModalityData] = {}
     for modality, parts in imported.modalities.items():

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from drcl.atomic import atomic_path, write_json
-from drcl.config import ExtractParams, SplitRatios
+from drcl.config import ExtractParams, Params, SplitRatios
 from drcl.data.dataset import SPLITS
 from drcl.errors import DrclError
 from drcl.extract import EXTRACTED_DIR, FEATURES_FILE, REPORT_FILE
@@ -55,15 +55,18 @@ class _Loaded:
     split: str | None = None
 
 
-def extract_dataset(params: ExtractParams, *, seed: int, split: SplitRatios,
-                    device: str = "auto", out_dir: str | Path = EXTRACTED_DIR,
+def extract_dataset(params: Params, *, out_dir: str | Path = EXTRACTED_DIR,
                     cache_dir: str | Path | None = None) -> ExtractionReport:
-    """Turn the manifest's items into ``out_dir/features.npz`` and ``out_dir/extraction.json``.
+    """Step `extract`: turn the manifest's items into ``out_dir/features.npz`` and
+    ``out_dir/extraction.json``.
 
-    With ``params.manifest`` null only the report (saying so) is written. ``seed`` and ``split``
-    assign the rows that have no split; ``device`` is the top-level param (auto: CUDA if any).
+    With ``extract.manifest`` null only the report (saying so) is written. ``seed`` and
+    ``data.split`` assign the rows that have no split; ``device`` (auto: CUDA if any) runs the
+    extractors.
     """
-    if params.manifest is None:
+    seed, split, device = params.seed, params.data.split, params.device
+    settings = params.extract
+    if settings.manifest is None:
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
             write_json(tmp / REPORT_FILE, {"name": None, "manifest": None})
@@ -71,17 +74,17 @@ def extract_dataset(params: ExtractParams, *, seed: int, split: SplitRatios,
     from drcl.extract.extractors import make_extractor
     from drcl.runtime import resolve_device
 
-    manifest = read_manifest(params.manifest, manifest_format=params.manifest_format,
-                             root=params.root)
-    name = params.name or manifest.name
-    classes = _classes(params, manifest)
-    chosen = choose_extractors(params.extractors, manifest.items)
+    manifest = read_manifest(settings.manifest, manifest_format=settings.manifest_format,
+                             root=settings.root)
+    name = settings.name or manifest.name
+    classes = _classes(settings, manifest)
+    chosen = choose_extractors(settings.extractors, manifest.items)
     torch_device = str(resolve_device(device))
-    extractors = {m: make_extractor(e, image_size=params.image_size,
-                                    batch_size=params.batch_size, device=torch_device)
+    extractors = {m: make_extractor(e, image_size=settings.image_size,
+                                    batch_size=settings.batch_size, device=torch_device)
                   for m, e in chosen.items()}
     loaded, skipped = _load_items(manifest.items, extractors, classes)
-    if skipped and params.on_error == "fail":
+    if skipped and settings.on_error == "fail":
         raise DrclError(_bad_items_line(skipped))
     lost = sorted({i.modality for i in manifest.items} - {e.item.modality for e in loaded})
     if lost:
@@ -106,7 +109,7 @@ def extract_dataset(params: ExtractParams, *, seed: int, split: SplitRatios,
         tmp.mkdir()
         with (tmp / FEATURES_FILE).open("wb") as fh:
             np.savez(fh, **arrays)
-        write_json(tmp / REPORT_FILE, _report_json(params, report, classes, chosen))
+        write_json(tmp / REPORT_FILE, _report_json(settings, report, classes, chosen))
     return report
 
 

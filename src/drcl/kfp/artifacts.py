@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from drcl.atomic import write_text
-from drcl.config import Params, load_params, parse_params
+from drcl.config import Params, parse_params
 from drcl.errors import DrclError
 from drcl.kfp.tracking import join_pipeline_run
 from drcl.layout import Layout
@@ -98,35 +98,22 @@ def with_extracted(data: Mapping[str, Any], extracted: str | Path | None) -> dic
     return {**data, "path": str(extracted_dir(Layout(Path(extracted))))}
 
 
-def save_params(layout: Layout, **groups: Any) -> Path:
-    """Validate the params groups a stage reads and save them in the task's output artifact.
-
-    The stage functions read this file like the CLI reads params.yaml, and the artifact keeps the
-    configuration it was made with (validated, so 1024.0 from a kfp struct is saved as 1024).
-    Groups not given take their defaults.
-    """
+def task_params(layout: Layout, **groups: Any) -> Params:
+    """The params groups a step reads, validated; a copy goes into the task's output artifact,
+    which so records the configuration it was made with (1024.0 from a kfp struct as 1024).
+    Groups not given take their defaults."""
     params = parse_params(groups, source="pipeline arguments")
     resolved = params.model_dump(mode="json", include=set(groups))
-    path = layout.root / PARAMS_FILE
-    write_text(path, yaml.safe_dump(resolved, sort_keys=False))
-    return path
+    write_text(layout.root / PARAMS_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    return params
 
 
-def start_task(layout: Layout, *, kfp_run: str, **groups: Any) -> Path:
-    """Save the stage's params (see save_params) and join the Kubeflow run's MLflow parent run,
-    so the stage function then runs exactly as under `drcl` or `dvc repro`."""
-    path = save_params(layout, **groups)
-    join_pipeline_run(load_params(path), kfp_run)
-    return path
-
-
-def clears_gate(params: Params, report: Mapping[str, Mapping[str, float]]) -> bool:
-    """The promotion gate's absolute thresholds on MAP@all (drcl.promotion.decide without a
-    champion): the pipeline promotes only sets that pass them; promote judges the gain."""
-    from drcl.promotion import decide
-
-    candidate = {d: v for d, v in report["map_all"].items() if d != "mean"}
-    return decide(candidate, None, params.promotion, gain_required=False).promoted
+def start_task(layout: Layout, *, kfp_run: str, **groups: Any) -> Params:
+    """The step's params (see task_params), and this task joined to the Kubeflow run's MLflow
+    parent run, so the step function then runs exactly as under `drcl` or `dvc repro`."""
+    params = task_params(layout, **groups)
+    join_pipeline_run(params, kfp_run)
+    return params
 
 
 def flat_metrics(report: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -6,32 +6,24 @@ params.yaml, whose values become the pipeline's defaults and each run's argument
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from drcl.cli_common import ParamsOption
+from drcl.cli_common import run_step as _run
+
 pipeline_app = typer.Typer(
     help="The DRCL pipeline on Kubeflow: compile, run locally, submit, schedule.",
     no_args_is_help=True,
 )
 
-ParamsOption = Annotated[
-    Path, typer.Option("--params", "-p", help="The params.yaml to read.", dir_okay=False)
-]
 HostOption = Annotated[
     str | None,
     typer.Option("--host", help="Kubeflow Pipelines API endpoint (default: kubeflow.host)."),
 ]
-
-
-def _run(step: Callable[[], None]) -> None:
-    """The CLI's one error edge, imported late: drcl.cli imports this module."""
-    from drcl.cli import _run as run_step
-
-    return run_step(step)
 
 
 @pipeline_app.command("compile")

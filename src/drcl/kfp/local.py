@@ -30,7 +30,7 @@ def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = "
     """
     from kfp import local
 
-    pipeline = build_pipeline(local_params(params, root=Path(root)), root=root)
+    pipeline = build_pipeline(local_params(params, root=Path(root)))
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     run_root = Path(tempfile.mkdtemp(prefix="run-", dir=pipeline_root)).resolve()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_root),

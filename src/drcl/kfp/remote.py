@@ -106,20 +106,23 @@ def _detail(body: object) -> str:
     return f" ({str(message).splitlines()[0]})" if message else ""
 
 
-def upload_version(endpoint: Endpoint, params: Params, *,
-                   root: str | Path = ".") -> PipelineVersion:
+def upload_version(endpoint: Endpoint, params: Params, *, upload: bool = True) -> PipelineVersion:
     """Compile the pipeline and upload it as a version named by its content hash.
 
     An unchanged pipeline maps to the version already there, so repeated submits and
-    reconciles do not pile up identical versions.
+    reconciles do not pile up identical versions. With `upload` false nothing is written to the
+    server: the version's ids are those it already has, or empty.
     """
     client = endpoint.client
     with tempfile.TemporaryDirectory(prefix="drcl-pipeline-") as tmp:
         package = Path(tmp) / f"{endpoint.pipeline}.yaml"
-        compile_pipeline(params, package, root=root)
+        compile_pipeline(params, package)
         name = f"{endpoint.pipeline}-{hashlib.sha256(package.read_bytes()).hexdigest()[:12]}"
         with endpoint_errors(endpoint, f"looking up pipeline {endpoint.pipeline!r}"):
             pipeline_id = client.get_pipeline_id(endpoint.pipeline)
+        if not upload:
+            existing = _version_named(endpoint, pipeline_id, name) if pipeline_id else None
+            return PipelineVersion(pipeline_id or "", existing or "", name)
         if pipeline_id is None:
             with endpoint_errors(endpoint, f"uploading pipeline {endpoint.pipeline!r}"):
                 pipeline_id = client.upload_pipeline(
@@ -152,10 +155,20 @@ def _experiment_id(endpoint: Endpoint) -> str:
                                                  namespace=endpoint.namespace).experiment_id
 
 
-def submit(endpoint: Endpoint, params: Params, *, run_name: str,
-           root: str | Path = ".") -> str:
+def _existing_experiment_id(endpoint: Endpoint) -> str | None:
+    """The experiment's id if it exists; creates nothing."""
+    try:
+        with endpoint_errors(endpoint, f"looking up experiment {endpoint.experiment!r}"):
+            found = endpoint.client.get_experiment(experiment_name=endpoint.experiment,
+                                                   namespace=endpoint.namespace)
+    except ValueError:  # kfp.Client raises ValueError when no experiment has the name
+        return None
+    return found.experiment_id
+
+
+def submit(endpoint: Endpoint, params: Params, *, run_name: str) -> str:
     """Upload the pipeline (if new) and start one run with params.yaml's values; its run id."""
-    version = upload_version(endpoint, params, root=root)
+    version = upload_version(endpoint, params)
     experiment_id = _experiment_id(endpoint)
     with endpoint_errors(endpoint, f"creating run {run_name!r}"):
         run = endpoint.client.run_pipeline(
@@ -164,10 +177,9 @@ def submit(endpoint: Endpoint, params: Params, *, run_name: str,
     return run.run_id
 
 
-def schedule(endpoint: Endpoint, params: Params, spec: ScheduleSpec, *,
-             root: str | Path = ".") -> str:
+def schedule(endpoint: Endpoint, params: Params, spec: ScheduleSpec) -> str:
     """Upload the pipeline (if new) and create one recurring run; its id."""
-    version = upload_version(endpoint, params, root=root)
+    version = upload_version(endpoint, params)
     return _create_recurring(endpoint, _experiment_id(endpoint), version, params, spec)
 
 
@@ -187,7 +199,7 @@ def _create_recurring(endpoint: Endpoint, experiment_id: str, version: PipelineV
 def _description(spec: ScheduleSpec, version: PipelineVersion, arguments: dict) -> str:
     """Marks the run as ours and fingerprints what it runs: a changed spec, pipeline or params
     gives a new fingerprint, hence a new recurring run (KFP cannot update one in place)."""
-    what = json.dumps({"spec": spec.model_dump(mode="json"), "version": version.version_id,
+    what = json.dumps({"spec": spec.model_dump(mode="json"), "pipeline": version.name,
                        "arguments": arguments}, sort_keys=True)
     return f"{MANAGED} {spec.name} {hashlib.sha256(what.encode()).hexdigest()[:16]}"
 
@@ -207,16 +219,18 @@ def _managed_runs(endpoint: Endpoint, experiment_id: str) -> list[Any]:
 
 
 def reconcile(endpoint: Endpoint, params: Params, specs: list[ScheduleSpec], *,
-              dry_run: bool = False, root: str | Path = ".") -> list[Action]:
+              dry_run: bool = False) -> list[Action]:
     """Make the enabled recurring runs match ``specs``; return the plan (applied unless dry_run).
 
-    A spec whose fingerprint matches an enabled run keeps it; otherwise a new run is created,
-    and only then are the old ones disabled. Runs of schedules no longer declared are disabled.
+    A spec whose fingerprint (the schedule, the pipeline's content hash and the arguments)
+    matches an enabled run keeps it; otherwise a new run is created, and only then are the old
+    ones disabled. Runs of schedules no longer declared are disabled. A dry run only reads.
     """
-    version = upload_version(endpoint, params, root=root)
-    experiment_id = _experiment_id(endpoint)
+    version = upload_version(endpoint, params, upload=not dry_run)
+    experiment_id = _existing_experiment_id(endpoint) if dry_run else _experiment_id(endpoint)
     arguments = pipeline_arguments(params)
-    enabled = [r for r in _managed_runs(endpoint, experiment_id) if str(r.status) == ENABLED]
+    enabled = [] if experiment_id is None else [
+        r for r in _managed_runs(endpoint, experiment_id) if str(r.status) == ENABLED]
     plan: list[Action] = []
     for spec in specs:
         wanted = _description(spec, version, arguments)

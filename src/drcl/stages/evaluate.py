@@ -1,0 +1,62 @@
+"""Step `evaluate`: every ordered pair of modalities ranked on the test split."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from drcl.atomic import atomic_path, write_json
+from drcl.config import Params
+from drcl.data.dataset import dataset_checksum, load_manifest, load_modality
+from drcl.errors import DrclError
+from drcl.layout import Layout
+from drcl.metrics import direction_report
+from drcl.model import embed, load_encoder, read_metadata
+from drcl.plots import pr_curves_png
+from drcl.runtime import resolve_device
+from drcl.tracking import stage_run
+
+
+def evaluate_encoders(params: Params, layout: Layout) -> dict:
+    """MAP@all and MAP@k of every ordered pair of modalities on the test split; writes the
+    report, the precision-recall curves and their picture."""
+    manifest = load_manifest(layout.data)
+    device = resolve_device(params.device)
+    k = params.evaluate.k
+    embeddings, labels, priors = {}, {}, {}
+    for m in manifest.modalities:
+        path = layout.encoder(m)
+        encoder = load_encoder(path, device=device)
+        priors[m] = read_metadata(path).get("prior_sha256")
+        test = load_modality(layout.data, m).test
+        embeddings[m] = embed(encoder, test.features, device=device)
+        labels[m] = test.labels
+    if len(set(priors.values())) != 1:
+        raise DrclError(f"{layout.encoder(next(iter(priors)))}: encoders were trained against "
+                        "different priors; retrain them against one prior")
+    with stage_run(params, "evaluate", layout=layout,
+                   dataset_sha256=dataset_checksum(manifest)) as run:
+        report, results = direction_report(embeddings, labels, k=k,
+                                           multi_label=manifest.multi_label,
+                                           query_chunk=params.evaluate.query_chunk, device=device)
+        curves = {direction: (res.recall, res.precision) for direction, res in results.items()}
+        with atomic_path(layout.pr_curves) as tmp:
+            tmp.mkdir()
+            for direction, (recall, precision) in curves.items():
+                q, d = direction.split("->")
+                _write_pr_csv(tmp / f"{q}_to_{d}.csv", recall, precision)
+        pr_curves_png(curves, layout.pr_image,
+                      title=f"Precision-recall on {manifest.name} (test)")
+        write_json(layout.eval_metrics, report)
+        run.log_metrics({f"{name}.{direction}": value for name, table in report.items()
+                         for direction, value in table.items()})
+        run.set_tags({"drcl.prior_sha256": next(iter(priors.values()))})
+        run.log_artifacts(layout.eval_metrics, layout.pr_curves, layout.pr_image)
+    return report
+
+
+def _write_pr_csv(path: Path, recall, precision) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["recall", "precision"])
+        writer.writerows(zip(map(float, recall), map(float, precision), strict=True))

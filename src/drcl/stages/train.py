@@ -1,0 +1,57 @@
+"""Step `train@<modality>`: RSC for one modality against the frozen prior."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from drcl.atomic import write_csv, write_json
+from drcl.config import Params, for_data
+from drcl.data.dataset import file_sha256, load_modality
+from drcl.errors import DrclError
+from drcl.layout import Layout
+from drcl.model import save_encoder
+from drcl.plots import training_curve_png
+from drcl.prior_io import load_prior, prior_checksum
+from drcl.runtime import resolve_device
+from drcl.tracking import stage_run
+from drcl.train import TrainResult, train_encoder
+
+
+def train_modality(params: Params, layout: Layout, *, modality: str,
+                   prior_path: Path | None = None) -> TrainResult:
+    """Train `modality`'s encoder; write it, its metrics and its training curves.
+
+    Reads only the prior and this modality's own file, so DVC retrains a modality alone when
+    only its data changes. `prior_path` replaces the pipeline's prior (adding a modality to the
+    registry's champions trains against theirs).
+    """
+    data = load_modality(layout.data, modality, verify=False)
+    params = for_data(params, num_classes=data.train.labels.shape[1])
+    if params.data.modalities is not None and modality not in params.data.modalities:
+        raise DrclError(f"--modality: {modality!r} is not in data.modalities "
+                        f"({', '.join(params.data.modalities)})")
+    prior, prior_meta = load_prior(prior_path or layout.prior)
+    data_sha256 = file_sha256(layout.data / f"{modality}.npz")
+    with stage_run(params, "train", layout=layout, modality=modality,
+                   dataset_sha256=data_sha256) as run:
+        result = train_encoder(data, prior, params=params, device=resolve_device(params.device))
+        write_csv(layout.train_history(modality), result.history)
+        training_curve_png(result.history, layout.train_curve(modality),
+                           title=f"RSC training: {modality}", best_epoch=result.best_epoch)
+        choice = result.standardization
+        write_json(layout.train_metrics(modality),
+                   {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                    "standardize": choice.as_dict()})
+        save_encoder(result.encoder, layout.encoder(modality), prior_sha256=prior_checksum(prior),
+                     dataset=prior_meta.get("dataset", ""),
+                     standardize=json.dumps(choice.as_dict(), sort_keys=True))
+        run.log_history(result.history)
+        run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                         **choice.metrics()})
+        run.set_tags({"drcl.prior_sha256": prior_checksum(prior),
+                      "drcl.standardize": str(choice.standardize).lower(),
+                      "drcl.standardize_how": choice.how})
+        run.log_artifacts(layout.train_history(modality), layout.train_curve(modality),
+                          layout.train_metrics(modality))
+    return result
