@@ -44,16 +44,27 @@ class SplitRatios(_Strict):
         return self
 
 
+class DvcRef(_Strict):
+    """A git repository whose DVC remote holds the data (`data.path` is a path inside it)."""
+
+    repo: Annotated[str, Field(min_length=1)]
+    rev: Annotated[str, Field(min_length=1)] | None = None
+
+
 class DataParams(_Strict):
     """Where the features come from (stage `prepare`).
 
     `modalities` picks which of the source's modalities to use (all when null); dvc.yaml's
-    per-modality training stages are generated from this list.
+    per-modality training stages are generated from this list. With `dvc`, `path` names a
+    DVC-tracked file or folder in that repository at `rev` (a branch is followed: each run
+    resolves it afresh), read from the repository's DVC remote.
     """
 
-    source: Literal["uci_mfeat", "npz", "extracted", "wikipedia_svcl", "wikipedia_deep",
-                    "nus_wide", "inria_websearch", "xmedianet", "xmedia"] = "uci_mfeat"
+    source: Literal["uci_mfeat", "npz", "extracted", "prepared", "wikipedia_svcl",
+                    "wikipedia_deep", "nus_wide", "inria_websearch", "xmedianet",
+                    "xmedia"] = "uci_mfeat"
     path: Path | None = None
+    dvc: DvcRef | None = None
     modalities: list[str] | None = None
     split: SplitRatios = SplitRatios()
 
@@ -61,6 +72,26 @@ class DataParams(_Strict):
     def _path_when_needed(self) -> DataParams:
         if self.source not in ("uci_mfeat", "extracted") and self.path is None:
             raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        if self.dvc is not None:
+            if self.source in ("uci_mfeat", "extracted") or self.path is None:
+                raise ValueError("data.dvc names where data.path lives; it needs a data.source "
+                                 "that reads data.path (npz, prepared or a benchmark format)")
+            if self.path.is_absolute() or ".." in self.path.parts:
+                raise ValueError(f"data.path: {str(self.path)!r} must be a path inside the "
+                                 "repository data.dvc.repo, relative to its root")
+        return self
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _not_a_url(cls, value: object) -> object:
+        if isinstance(value, str) and "://" in value:
+            raise ValueError(f"{value!r} is a URL, which no step can read; a file on S3 is "
+                             "read through DVC: dvc add and push it, then set data.dvc: "
+                             "{repo, rev} and data.path to its path in that repository")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_modalities(self) -> DataParams:
         if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
             raise ValueError("data.modalities: each modality may appear once")
         return self

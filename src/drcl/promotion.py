@@ -32,6 +32,7 @@ from drcl.data.dataset import (
     load_manifest,
     load_modality,
 )
+from drcl.data.versioned import data_tags
 from drcl.errors import DrclError
 from drcl.layout import Layout
 from drcl.metrics import direction_report
@@ -201,8 +202,8 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
         _same_prior(candidates, prior_checksum(prior), str(layout.prior),
                     "a set shares one prior: retrain it (`drcl train --modality {m}`)")
     registry = Registry.open(params, layout.root)
-    with stage_run(params, "promote", layout=layout,
-                   dataset_sha256=dataset_checksum(manifest)) as run, \
+    with stage_run(params, "promote", layout=layout, dataset_sha256=dataset_checksum(manifest),
+                   data_source=manifest.source) as run, \
             registry.artifact_run(run.run_id, params.tracking.experiment, "promote") as run_id, \
             tempfile.TemporaryDirectory() as tmp:
         outcome = _promote(registry, run_id, params=params, layout=layout, manifest=manifest,
@@ -338,6 +339,7 @@ def _register(registry: Registry, run_id: str, modality: str, loaded: _Loaded, p
             "data_sha256": manifest.modalities[modality].sha256,
             "map_all": mine, k_table: mine_k}
     tags = {f"drcl.{k}": str(v) for k, v in info.items() if not k.startswith("map_")}
+    tags |= data_tags(manifest.source)
     tags["drcl.gate_split"] = params.promotion.split
     if gate:
         tags["drcl.gate_map_all.mean"] = f"{sum(gate) / len(gate):.6f}"
@@ -368,7 +370,7 @@ def _set_tags(decision: Decision, champion: EncoderSet | None, manifest: Manifes
             "drcl.gain": "" if decision.gain is None else f"{decision.gain:+.6f}",
             "drcl.compared_with": champion.version if champion else "",
             "drcl.dataset_sha256": dataset_checksum(manifest),
-            "drcl.git_commit": git_commit(layout.root)}
+            "drcl.git_commit": git_commit(layout.root), **data_tags(manifest.source)}
 
 
 def rollback(params: Params, root: Path = Path("."), *, to: str | None = None,

@@ -272,7 +272,7 @@ def parent_run_id(client: MlflowClient, exp_id: str, params: Params, commit: str
 
 @contextmanager
 def stage_run(params: Params, stage: str, *, layout: Layout,
-              dataset_sha256: str | None = None,
+              dataset_sha256: str | None = None, data_source: dict | None = None,
               modality: str | None = None) -> Iterator[StageRun]:
     """A child run of the pipeline's parent for one stage (or one modality's stage).
 
@@ -291,6 +291,10 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
         tags["drcl.modality"] = modality
     if dataset_sha256 is not None:
         tags["drcl.dataset_sha256"] = dataset_sha256
+    from drcl.data.versioned import data_tags
+
+    source_tags = data_tags(data_source)
+    tags |= source_tags
     dvc_md5 = dvc_hash(layout.root, layout.data)
     if dvc_md5 is not None:
         tags["drcl.dataset_dvc_md5"] = dvc_md5
@@ -300,6 +304,8 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
         name = stage if modality is None else f"{stage}@{modality}"
         run_id = client.create_run(exp_id, run_name=name,
                                    tags=tags | {PARENT_TAG: parent}).info.run_id
+        for key, value in source_tags.items():  # the pipeline run records its data too
+            client.set_tag(parent, key, value)
     log_params(client, run_id, params)
     # a parent named by DRCL_PIPELINE_RUN_ID belongs to whoever named it: leave its status alone
     ended = [run_id] if os.environ.get(PARENT_ENV) else [run_id, parent]

@@ -87,6 +87,9 @@ class Manifest:
     multi_label: bool
     modalities: dict[str, ModalityInfo] = field(default_factory=dict)
     paired: bool = False
+    source: dict | None = None
+    """Where the data came from when a DVC reference named it: repo, rev, path, commit and
+    DVC content hash (drcl.data.versioned)."""
 
     @property
     def num_classes(self) -> int:
@@ -99,6 +102,7 @@ class Manifest:
             "classes": self.classes,
             "multi_label": self.multi_label,
             "paired": self.paired,
+            "source": self.source,
             "modalities": {
                 m: {"dim": i.dim, "sizes": i.sizes, "extractor": i.extractor, "sha256": i.sha256}
                 for m, i in self.modalities.items()
@@ -141,6 +145,7 @@ def save_dataset(
     modalities: dict[str, ModalityData],
     paired: bool = False,
     extractors: dict[str, str] | None = None,
+    source: dict | None = None,
 ) -> Manifest:
     """Write a data set folder atomically and return its manifest."""
     infos: dict[str, ModalityInfo] = {}
@@ -166,7 +171,7 @@ def save_dataset(
                 extractor=(extractors or {}).get(mod_name, "precomputed"),
             )
         manifest = Manifest(name=name, classes=list(classes), multi_label=multi_label,
-                            modalities=infos, paired=paired)
+                            modalities=infos, paired=paired, source=source)
         write_json(tmp / MANIFEST, manifest.to_dict())
     return manifest
 
@@ -183,6 +188,7 @@ def load_manifest(path: str | Path) -> Manifest:
             classes=list(raw["classes"]),
             multi_label=bool(raw["multi_label"]),
             paired=bool(raw.get("paired", False)),
+            source=raw.get("source"),
             modalities={
                 m: ModalityInfo(dim=int(i["dim"]), sizes={k: int(v) for k, v in i["sizes"].items()},
                                 sha256=str(i["sha256"]),

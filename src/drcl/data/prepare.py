@@ -26,6 +26,14 @@ def prepare_dataset(params: Params, *, out_dir: str | Path,
     """Step `prepare`: import `params.data`'s source, validate it, split it (by `params.seed`)
     if it has no split, and save it to `out_dir` atomically."""
     data, seed = params.data, params.seed
+    reference = None
+    if data.dvc is not None:
+        from drcl.data.sources.uci_mfeat import resolve_cache_dir
+        from drcl.data.versioned import fetch, resolve
+
+        reference = resolve(data.dvc.repo, data.dvc.rev, data.path.as_posix())
+        local = fetch(reference, resolve_cache_dir(cache_dir))
+        data = data.model_copy(update={"path": local, "dvc": None})
     imported = _select_modalities(import_source(data, cache_dir=cache_dir), data.modalities)
     check_imported(imported)
     labels, num_classes, multi_label = _labels(imported)
@@ -53,7 +61,8 @@ def prepare_dataset(params: Params, *, out_dir: str | Path,
     classes = imported.classes or [str(c) for c in range(num_classes)]
     return save_dataset(out_dir, name=imported.name, classes=classes, multi_label=multi_label,
                         modalities=modalities, paired=_paired(imported, modalities),
-                        extractors=imported.extractors)
+                        extractors=imported.extractors,
+                        source=reference.as_dict() if reference else None)
 
 
 def _ids(part: RawPart, *, default: Callable[[int], list[str]]) -> np.ndarray:
@@ -70,9 +79,9 @@ def _ids_at(parts: dict[str, RawPart]) -> str:
 
 
 def _paired(imported: ImportedDataset, modalities: dict[str, ModalityData]) -> bool:
-    """Paired by the source's row convention, or because named items recur across modalities."""
-    if imported.paired:
-        return True
+    """What the source says, else whether named items recur across modalities."""
+    if imported.paired is not None:
+        return imported.paired
     named = [m for m, parts in imported.modalities.items()
              if all(p.ids is not None for p in parts.values())]
     seen: set[str] = set()

@@ -34,8 +34,8 @@ def evaluate_encoders(params: Params, layout: Layout) -> dict:
     if len(set(priors.values())) != 1:
         raise DrclError(f"{layout.encoder(next(iter(priors)))}: encoders were trained against "
                         "different priors; retrain them against one prior")
-    with stage_run(params, "evaluate", layout=layout,
-                   dataset_sha256=dataset_checksum(manifest)) as run:
+    with stage_run(params, "evaluate", layout=layout, dataset_sha256=dataset_checksum(manifest),
+                   data_source=manifest.source) as run:
         report, results = direction_report(embeddings, labels, k=k,
                                            multi_label=manifest.multi_label,
                                            query_chunk=params.evaluate.query_chunk, device=device)

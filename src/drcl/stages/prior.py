@@ -19,8 +19,8 @@ def fit_prior(params: Params, layout: Layout) -> PriorResult:
                       num_classes=manifest.num_classes)
     device = resolve_device(params.device)
     modalities = [load_modality(layout.data, m) for m in manifest.modalities]
-    with stage_run(params, "prior", layout=layout,
-                   dataset_sha256=dataset_checksum(manifest)) as run:
+    with stage_run(params, "prior", layout=layout, dataset_sha256=dataset_checksum(manifest),
+                   data_source=manifest.source) as run:
         result = select_prior(modalities, num_classes=manifest.num_classes, params=params,
                               device=device)
         with atomic_path(layout.prior_plots) as tmp:

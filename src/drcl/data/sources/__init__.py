@@ -40,16 +40,16 @@ class ImportedDataset:
     """A source's content: per modality either the parts train/val/test or the single part UNSPLIT.
 
     ``classes`` is None when the source names no classes ("0".."C-1" are used). ``paired`` says
-    that the modalities describe the same items row by row (the field's convention for the
-    file), so unsplit ones must share one split and numbered rows name the same item in each;
-    sources that name their items are paired where an id occurs in several modalities.
+    whether the modalities describe the same items: True row by row (the field's convention for
+    the file; unsplit ones then share one split), None when the items' ids decide (paired where
+    an id occurs in several modalities).
     ``extractors`` names what made each modality's features from raw items, when drcl did.
     """
 
     name: str
     modalities: dict[str, dict[str, RawPart]] = field(default_factory=dict)
     classes: list[str] | None = None
-    paired: bool = False
+    paired: bool | None = None
     extractors: dict[str, str] = field(default_factory=dict)
 
 
