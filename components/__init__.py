@@ -8,22 +8,23 @@ Platform settings (GPU, node selector, tolerations, secrets) are applied in pipe
 
 from dataclasses import dataclass
 
-from kfp import dsl
-from kfp.dsl.python_component import PythonComponent
-
 from drcl.components.evaluate import evaluate
 from drcl.components.extract import extract
 from drcl.components.finish import finish
 from drcl.components.prepare import prepare
 from drcl.components.prior import prior
 from drcl.components.promote import promote
+from drcl.components.resolve import resolve
 from drcl.components.train import train
+from kfp import dsl
+from kfp.dsl.python_component import PythonComponent
 
 
 @dataclass(frozen=True)
 class Steps:
     """The DRCL steps as kfp components, all running in one image."""
 
+    resolve: PythonComponent
     extract: PythonComponent
     prepare: PythonComponent
     prior: PythonComponent
@@ -39,6 +40,7 @@ def build(image: str) -> Steps:
     def component(func) -> PythonComponent:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
-    return Steps(extract=component(extract), prepare=component(prepare),
+    return Steps(resolve=component(resolve), extract=component(extract),
+                 prepare=component(prepare),
                  prior=component(prior), train=component(train), evaluate=component(evaluate),
                  promote=component(promote), finish=component(finish))

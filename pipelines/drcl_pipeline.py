@@ -1,5 +1,5 @@
-"""The DRCL pipeline: [extract ->] prepare -> prior (SPL) -> train, one GPU task per modality ->
-evaluate -> promote, when the set clears the promotion gate.
+"""The DRCL pipeline: resolve -> [extract ->] prepare -> prior (SPL, on a GPU node) -> train, one
+GPU task per modality -> evaluate -> promote (champion or challenger, by drcl promote's gate).
 
 Only wiring and platform settings live here; every step is a component from components/. The
 pipeline parameters are params.yaml's groups and default to its values; the cluster side (image,
@@ -16,7 +16,7 @@ from drcl.config import KubeflowParams, Params
 from drcl.kfp.project import pipeline_arguments
 
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-"""Every tracked task gets the Kubeflow run's id: they share one MLflow parent run by it."""
+"""Only the uncached tasks (resolve, finish) take the Kubeflow run's id: it tags the parent run."""
 
 
 def build_pipeline(params: Params) -> GraphComponent:
@@ -34,43 +34,59 @@ def build_pipeline(params: Params) -> GraphComponent:
              evaluate: dict = defaults["evaluate"], extract: dict = defaults["extract"],
              tracking: dict = defaults["tracking"], registry: dict = defaults["registry"],
              promotion: dict = defaults["promotion"]):
+        resolved = _in_cluster(steps.resolve(
+            seed=seed, device=device, data=data, model=model, prior=prior, train=train,
+            evaluate=evaluate, extract=extract, tracking=tracking, kfp_run=RUN_ID), cluster)
+        resolved.set_caching_options(False)  # a branch moves: resolve it on every run
+        key, pinned = resolved.outputs["key"], resolved.outputs["data"]
         finish = _in_cluster(steps.finish(tracking=tracking, kfp_run=RUN_ID), cluster)
         finish.set_caching_options(False)  # the exit handler must close this run's parent
-        with dsl.ExitHandler(finish, name="tracked-run"):
+        # the rest runs only when no completed run has computed this key; its tasks take the
+        # key, never the run's id, so Kubeflow's cache can reuse them
+        with dsl.ExitHandler(finish, name="tracked-run"), \
+                dsl.If(resolved.outputs["changed"] == True, name="changed"):  # noqa: E712
             if params.data.source == "extracted":
-                extracted = _in_cluster(steps.extract(seed=seed, device=device, data=data,
+                extracted = _in_cluster(steps.extract(seed=seed, device=device, data=pinned,
                                                       extract=extract), cluster)
                 prepared = _in_cluster(steps.prepare(
-                    seed=seed, data=data, extracted=extracted.outputs["features"]), cluster)
+                    seed=seed, data=pinned, extracted=extracted.outputs["features"]),
+                    cluster)
             else:
-                prepared = _in_cluster(steps.prepare(seed=seed, data=data), cluster)
+                prepared = _in_cluster(steps.prepare(seed=seed, data=pinned), cluster)
             dataset = prepared.outputs["dataset"]
-            fitted = _in_cluster(steps.prior(
+            fitted = _on_gpu_node(steps.prior(
                 dataset=dataset, seed=seed, device=device, model=model, prior=prior,
-                train=train, tracking=tracking, kfp_run=RUN_ID), cluster)
+                train=train, tracking=tracking, run_key=key), cluster)
             class_prior = fitted.outputs["class_prior"]
-            with dsl.ParallelFor(prepared.outputs["Output"], parallelism=cluster.parallelism,
+            with dsl.ParallelFor(resolved.outputs["modalities"],
+                                 parallelism=cluster.parallelism,
                                  name="modalities") as modality:
                 trained = _on_gpu_node(steps.train(
-                    dataset=dataset, class_prior=class_prior, modality=modality, seed=seed,
-                    device=device, data=data, model=model, train=train, tracking=tracking,
-                    kfp_run=RUN_ID), cluster)
+                    class_prior=class_prior, modality=modality, seed=seed, device=device,
+                    data=pinned, model=model, train=train, tracking=tracking, run_key=key),
+                    cluster)
             evaluated = _in_cluster(steps.evaluate(
                 dataset=dataset, encoders=dsl.Collected(trained.outputs["encoder"]),
-                device=device, evaluate=evaluate, tracking=tracking, kfp_run=RUN_ID), cluster)
-            # the gate is drcl promote's own: a set that fails it is registered as a challenger
+                device=device, evaluate=evaluate, tracking=tracking, run_key=key), cluster)
+            # the gate is drcl promote's own: a set that fails it is registered as a
+            # challenger with its reasons
             promoted = _in_cluster(steps.promote(
                 dataset=dataset, class_prior=class_prior,
-                evaluation=evaluated.outputs["evaluation"], device=device, data=data,
+                evaluation=evaluated.outputs["evaluation"], device=device, data=pinned,
                 evaluate=evaluate, extract=extract, tracking=tracking, registry=registry,
-                promotion=promotion, kfp_run=RUN_ID), cluster)
+                promotion=promotion, run_key=key), cluster)
             promoted.set_caching_options(False)  # it changes the registry: never skip it
 
     return drcl
 
 
-def _in_cluster(task: PipelineTask, cluster: KubeflowParams) -> PipelineTask:
-    """Plain env settings, and credentials from Kubernetes Secrets (names only in the YAML)."""
+def _in_cluster(task: PipelineTask, cluster: KubeflowParams, *, gpu: bool = False
+                ) -> PipelineTask:
+    """Requests and limits, plain env settings, and credentials from Kubernetes Secrets (names
+    only in the YAML)."""
+    wanted = cluster.resources.gpu_task if gpu else cluster.resources.task
+    task.set_cpu_request(wanted.cpu).set_cpu_limit(wanted.cpu_limit)
+    task.set_memory_request(wanted.memory).set_memory_limit(wanted.memory_limit)
     for name, value in cluster.env.items():
         task.set_env_variable(name, value)
     for secret in cluster.secrets:
@@ -80,11 +96,12 @@ def _in_cluster(task: PipelineTask, cluster: KubeflowParams) -> PipelineTask:
 
 
 def _on_gpu_node(task: PipelineTask, cluster: KubeflowParams) -> PipelineTask:
-    """A training task: its GPU, and the node selector and tolerations of the GPU nodes."""
+    """A task that trains (SPL's candidates, or one modality's encoder): its GPU, and the node
+    selector and tolerations of the GPU nodes."""
     task.set_accelerator_type(cluster.gpu.accelerator).set_accelerator_limit(cluster.gpu.limit)
     for key, value in cluster.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for t in cluster.tolerations:
         kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value,
                                   effect=t.effect)
-    return _in_cluster(task, cluster)
+    return _in_cluster(task, cluster, gpu=True)

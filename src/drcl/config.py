@@ -45,10 +45,15 @@ class SplitRatios(_Strict):
 
 
 class DvcRef(_Strict):
-    """A git repository whose DVC remote holds the data (`data.path` is a path inside it)."""
+    """A git repository whose DVC remote holds the data (`data.path` is a path inside it).
+
+    `commit` pins `rev` to the commit it named when a run began (the Kubeflow pipeline's first
+    task sets it, so every task reads the same data); people leave it out.
+    """
 
     repo: Annotated[str, Field(min_length=1)]
     rev: Annotated[str, Field(min_length=1)] | None = None
+    commit: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")] | None = None
 
 
 class DataParams(_Strict):
@@ -257,6 +262,28 @@ class GpuParams(_Strict):
     limit: Annotated[int, Field(ge=1)] = 1
 
 
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")]
+
+
+class TaskResources(_Strict):
+    """CPU and memory a task asks for (requests) and may use at most (limits), in Kubernetes
+    quantities ("500m", "2", "4Gi")."""
+
+    cpu: Quantity = "1"
+    memory: Quantity = "4Gi"
+    cpu_limit: Quantity = "2"
+    memory_limit: Quantity = "8Gi"
+
+
+class ResourceParams(_Strict):
+    """Per kind of task: `task` for every step, `gpu_task` for the steps that train on a GPU
+    node (prior and train)."""
+
+    task: TaskResources = TaskResources()
+    gpu_task: TaskResources = TaskResources(cpu="4", memory="16Gi", cpu_limit="8",
+                                            memory_limit="32Gi")
+
+
 class Toleration(_Strict):
     """A Kubernetes toleration, so training pods may land on tainted GPU nodes."""
 
@@ -287,6 +314,7 @@ class KubeflowParams(_Strict):
     pipeline_root: str | None = None
     parallelism: Annotated[int, Field(ge=1)] = 6
     gpu: GpuParams = GpuParams()
+    resources: ResourceParams = ResourceParams()
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     env: dict[EnvName, str] = Field(default_factory=dict)

@@ -243,8 +243,10 @@ def _pipeline_runs(client: MlflowClient, exp_id: str, key: str) -> list[Any]:
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
-def parent_run_id(client: MlflowClient, exp_id: str, params: Params, commit: str) -> str:
-    """The pipeline run's parent: named by DRCL_PIPELINE_RUN_ID, found by key, or created."""
+def parent_run_id(client: MlflowClient, exp_id: str, params: Params, commit: str,
+                  key: str | None = None) -> str:
+    """The pipeline run's parent: named by DRCL_PIPELINE_RUN_ID, found by its key (given, or
+    the git commit and params), or created."""
     from mlflow.exceptions import MlflowException
 
     explicit = os.environ.get(PARENT_ENV)
@@ -255,7 +257,7 @@ def parent_run_id(client: MlflowClient, exp_id: str, params: Params, commit: str
             raise DrclError(f"{PARENT_ENV}: no run {explicit!r} at {client.tracking_uri}") \
                 from None
         return explicit
-    key = pipeline_key(params, commit)
+    key = key or pipeline_key(params, commit)
     found = _pipeline_runs(client, exp_id, key)
     if found:
         return found[0].info.run_id
@@ -273,11 +275,14 @@ def parent_run_id(client: MlflowClient, exp_id: str, params: Params, commit: str
 @contextmanager
 def stage_run(params: Params, stage: str, *, layout: Layout,
               dataset_sha256: str | None = None, data_source: dict | None = None,
-              modality: str | None = None) -> Iterator[StageRun]:
+              modality: str | None = None, run_key: str | None = None) -> Iterator[StageRun]:
     """A child run of the pipeline's parent for one stage (or one modality's stage).
 
-    The store is checked before the stage's work starts, so a bad MLFLOW_TRACKING_URI fails
-    fast. The run ends FINISHED, FAILED or KILLED with the stage, and so does the parent.
+    The parent is the run tagged with `run_key` (a Kubeflow run's, from drcl.kfp.tracking),
+    else with the hash of the git commit and params (a `dvc repro`'s stages). The store is
+    checked before the stage's work starts, so a bad MLFLOW_TRACKING_URI fails fast. The run
+    ends FINISHED, FAILED or KILLED with the stage; so does the parent, unless it belongs to a
+    Kubeflow run (its exit handler closes it) or DRCL_PIPELINE_RUN_ID named it.
     """
     if not params.tracking.enabled:
         yield StageRun()
@@ -300,7 +305,7 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
         tags["drcl.dataset_dvc_md5"] = dvc_md5
     with mlflow_errors(client, f"starting the run of stage {stage}"):
         end_orphans(client, exp_id)
-        parent = parent_run_id(client, exp_id, params, commit)
+        parent = parent_run_id(client, exp_id, params, commit, run_key)
         name = stage if modality is None else f"{stage}@{modality}"
         run_id = client.create_run(exp_id, run_name=name,
                                    tags=tags | {PARENT_TAG: parent}).info.run_id
@@ -308,7 +313,7 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
             client.set_tag(parent, key, value)
     log_params(client, run_id, params)
     # a parent named by DRCL_PIPELINE_RUN_ID belongs to whoever named it: leave its status alone
-    ended = [run_id] if os.environ.get(PARENT_ENV) else [run_id, parent]
+    ended = [run_id] if os.environ.get(PARENT_ENV) or run_key else [run_id, parent]
     try:
         yield _MlflowStageRun(client, run_id)
     except KeyboardInterrupt:

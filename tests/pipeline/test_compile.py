@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 
 from drcl.cli import app
 from drcl.config import parse_params
+from drcl.errors import DrclError
 from drcl.kfp.project import STAGE_GROUPS, compile_pipeline, pipeline_arguments
 from tests.pipeline.conftest import ROOT
 
 GOLDEN = Path(__file__).parent / "golden" / "drcl_pipeline.yaml"
-STEPS = ("prepare", "prior", "train", "evaluate", "promote", "finish")
+STEPS = ("resolve", "prepare", "prior", "train", "evaluate", "promote", "finish")
 
 
 def normalized(text: str) -> str:
@@ -47,43 +48,87 @@ def test_every_step_is_a_component_in_the_one_image(compiled, project_params):
         assert "pip install" not in " ".join(container["command"])  # nothing installed at run time
 
 
-def test_training_fans_out_per_modality_on_gpu_nodes(compiled, project_params):
-    spec, platform = compiled
-    cluster = project_params.kubeflow
+def tracked_tasks(spec: dict) -> tuple[dict, dict]:
+    """The exit handler's DAG, and the DAG of the `changed` branch within it."""
     (handler,) = (t for t in spec["root"]["dag"]["tasks"].values()
                   if t["componentRef"]["name"].startswith("comp-exit-handler"))
     tracked = dag(spec, handler["componentRef"]["name"])
-    loop, loop_tasks = group(spec, tracked, "modalities")
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--prepare-Output"
+    return tracked, group(spec, tracked, "changed")[1]
+
+
+def test_training_fans_out_per_modality_on_gpu_nodes(compiled, project_params):
+    spec, platform = compiled
+    cluster = project_params.kubeflow
+    _, work = tracked_tasks(spec)
+    loop, loop_tasks = group(spec, work, "modalities")
+    assert loop["parameterIterator"]["items"]["inputParameter"] == \
+        "pipelinechannel--resolve-modalities"
     assert loop["iteratorPolicy"]["parallelismLimit"] == cluster.parallelism
     assert list(loop_tasks) == ["train"]
-    accelerator = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"][
-        "accelerator"]
-    assert accelerator["resourceType"] == cluster.gpu.accelerator == "nvidia.com/gpu"
-    assert accelerator["resourceCount"] == str(cluster.gpu.limit)
-    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
-    assert train["nodeSelector"]["labels"] == cluster.node_selector
-    assert train["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                     "effect": "NoSchedule"}]
-    others = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("exec-prepare", "exec-prior", "exec-evaluate", "exec-promote"):
-        assert "nodeSelector" not in others[name] and "tolerations" not in others[name]
-        assert "resources" not in spec["deploymentSpec"]["executors"][name]["container"]
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executors = spec["deploymentSpec"]["executors"]
+    for name in ("exec-prior", "exec-train"):  # both train: SPL a candidate per modality
+        accelerator = executors[name]["container"]["resources"]["accelerator"]
+        assert accelerator["resourceType"] == cluster.gpu.accelerator == "nvidia.com/gpu"
+        assert accelerator["resourceCount"] == str(cluster.gpu.limit)
+        assert kube[name]["nodeSelector"]["labels"] == cluster.node_selector
+        assert kube[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                              "effect": "NoSchedule"}]
+    for name in ("exec-resolve", "exec-prepare", "exec-evaluate", "exec-promote"):
+        assert "nodeSelector" not in kube[name] and "tolerations" not in kube[name]
+        assert "accelerator" not in executors[name]["container"]["resources"]
     # the evaluation takes every modality's encoder
-    evaluate = tracked["evaluate"]["inputs"]["artifacts"]["encoders"]
-    assert evaluate["taskOutputArtifact"]["producerTask"] == "for-loop-2"
+    evaluate = work["evaluate"]["inputs"]["artifacts"]["encoders"]
+    assert evaluate["taskOutputArtifact"]["producerTask"].startswith("for-loop-")
+
+
+def test_every_task_has_requests_and_limits(compiled, project_params):
+    spec, _ = compiled
+    wanted = project_params.kubeflow.resources
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        kind = wanted.gpu_task if name in ("exec-prior", "exec-train") else wanted.task
+        got = executor["container"]["resources"]
+        assert (got["resourceCpuRequest"], got["resourceCpuLimit"]) == (kind.cpu, kind.cpu_limit)
+        assert (got["resourceMemoryRequest"], got["resourceMemoryLimit"]) == \
+            (kind.memory, kind.memory_limit)
+
+
+def test_no_task_copies_data_it_does_not_need(compiled):
+    """A training task gets the data set's address and fetches its own modality's file; the
+    data set artifact goes only to the steps that read every modality."""
+    spec, _ = compiled
+    _, work = tracked_tasks(spec)
+    _, loop_tasks = group(spec, work, "modalities")
+    train = loop_tasks["train"]["inputs"]
+    assert "dataset" not in train.get("artifacts", {})
+    assert set(train["artifacts"]) == {"class_prior"}
+    takes_dataset = {name for name, task in work.items()
+                     if "dataset" in task.get("inputs", {}).get("artifacts", {})}
+    assert takes_dataset == {"prior", "evaluate", "promote"}
+
+
+def test_only_the_uncached_tasks_see_the_run_id(compiled):
+    """The run id would defeat Kubeflow's cache: only resolve and finish take it."""
+    spec, _ = compiled
+    _, work = tracked_tasks(spec)
+    resolve = spec["root"]["dag"]["tasks"]["resolve"]  # before everything, even the handler
+    assert resolve["cachingOptions"] == {}
+    for name, task in work.items():
+        if name.startswith("for-loop"):
+            continue
+        params = task["inputs"].get("parameters", {})
+        assert all("pipeline_job_uuid" not in str(v) for v in params.values()), name
+    assert "pipeline_job_uuid" in str(resolve["inputs"]["parameters"]["kfp_run"])
 
 
 def test_promotion_always_runs_and_applies_the_one_gate(compiled):
     """No gate in the pipeline: drcl promote decides, and registers a failing set as a
     challenger, exactly as the command does."""
     spec, _ = compiled
-    (handler,) = (t for t in spec["root"]["dag"]["tasks"].values()
-                  if t["componentRef"]["name"].startswith("comp-exit-handler"))
-    tracked = dag(spec, handler["componentRef"]["name"])
-    assert "promote" in tracked and "triggerPolicy" not in tracked["promote"]
-    assert tracked["promote"]["cachingOptions"] == {}  # never served from the cache
-    assert not any(name.startswith("condition") for name in tracked)
+    _, work = tracked_tasks(spec)
+    assert "promote" in work and "triggerPolicy" not in work["promote"]
+    assert work["promote"]["cachingOptions"] == {}  # never served from the cache
+    assert not any(name.startswith("condition") for name in work)
     finish = spec["root"]["dag"]["tasks"]["finish"]
     assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
 
@@ -164,7 +209,7 @@ def test_bad_cluster_params_are_one_line_and_write_nothing(tmp_path, monkeypatch
 def test_the_pipeline_compiles_wherever_drcl_is_installed(tmp_path, monkeypatch):
     """components/ and pipelines/ install as drcl.components and drcl.pipelines: no path
     tricks, and the image runs the very same code."""
-    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\ndata: {modalities: [fou, kar]}\n")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["pipeline", "compile"])
     assert result.exit_code == 0, result.output
@@ -174,17 +219,45 @@ def test_the_pipeline_compiles_wherever_drcl_is_installed(tmp_path, monkeypatch)
 def test_extraction_comes_first_only_for_extracted_data(tmp_path, project_params, compiled):
     spec, _ = compiled
     assert "exec-extract" not in spec["deploymentSpec"]["executors"]
-    data = project_params.data.model_copy(update={"source": "extracted", "modalities": None})
-    extract = project_params.extract.model_copy(update={"manifest": Path("items.csv")})
+    data = project_params.data.model_copy(update={"source": "extracted",
+                                                  "modalities": ["image", "text"]})
+    extract = project_params.extract.model_copy(update={"manifest": Path("/data/items.csv")})
     params = project_params.model_copy(update={"data": data, "extract": extract})
     out = tmp_path / "extracted.yaml"
     compile_pipeline(params, out)
     spec, _ = yaml.safe_load_all(out.read_text())
-    tracked = next(c["dag"]["tasks"] for name, c in spec["components"].items()
-                   if name.startswith("comp-exit-handler"))
-    assert tracked["extract"]["inputs"]["parameters"]["extract"]["componentInputParameter"] \
+    _, work = tracked_tasks(spec)
+    assert work["extract"]["inputs"]["parameters"]["extract"]["componentInputParameter"] \
         == "pipelinechannel--extract"
-    features = tracked["prepare"]["inputs"]["artifacts"]["extracted"]["taskOutputArtifact"]
+    features = work["prepare"]["inputs"]["artifacts"]["extracted"]["taskOutputArtifact"]
     assert features == {"outputArtifactKey": "features", "producerTask": "extract"}
     assert spec["root"]["inputDefinitions"]["parameters"]["extract"]["defaultValue"][
-        "manifest"] == "items.csv"
+        "manifest"] == "/data/items.csv"
+
+
+@pytest.mark.parametrize(("data", "extract", "message"), [
+    ({"source": "npz", "path": "data/scene.npz", "modalities": ["a"]}, {},
+     "data.path: 'data/scene.npz' is a file on this machine, which a cluster's tasks cannot read"),
+    ({"source": "extracted", "modalities": ["a"]}, {"manifest": "raw/items.csv"},
+     "extract.manifest: 'raw/items.csv' is a file on this machine"),
+    ({"source": "npz", "path": "data/scene.npz", "dvc": {"repo": "https://git.example.com/d"}},
+     {}, "data.modalities: the pipeline trains"),
+])
+def test_data_a_cluster_cannot_read_fails_at_compile_time(tmp_path, project_params, data,
+                                                          extract, message):
+    params = parse_params({**project_params.model_dump(mode="json"), "data": data,
+                           "extract": {**project_params.extract.model_dump(mode="json"),
+                                       **extract}})
+    with pytest.raises(DrclError, match=message):
+        compile_pipeline(params, tmp_path / "p.yaml")
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_data_named_through_dvc_compiles(tmp_path, project_params):
+    params = parse_params({**project_params.model_dump(mode="json"), "data": {
+        "source": "npz", "path": "data/scene.npz", "modalities": ["view0", "view1"],
+        "dvc": {"repo": "https://git.example.com/ml/scenes.git", "rev": "main"}}})
+    compile_pipeline(params, tmp_path / "p.yaml")
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    default = spec["root"]["inputDefinitions"]["parameters"]["data"]["defaultValue"]
+    assert default["dvc"] == {"repo": "https://git.example.com/ml/scenes.git", "rev": "main"}

@@ -57,9 +57,12 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     result = subprocess.run(command, cwd=ROOT, env=dict(os.environ), capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary, where = result.stdout.splitlines()[-1].split("; outputs in ")
-    evaluation = Path(where)
-    assert evaluation.is_relative_to(tmp_path / "kfp" / "runs")
+    # it ends with a summary: MAP, what promotion did, where the outputs are
+    summary, promotion, where = result.stdout.splitlines()[-3:]
+    run_dir = Path(where.removeprefix("outputs in "))
+    assert run_dir.is_relative_to(tmp_path / "kfp" / "runs")
+    assert promotion.startswith("promotion: champion: drcl-set v1; mean MAP@all ")
+    evaluation = run_dir / "evaluate" / "evaluation"
 
     # the CLI stages (each a dvc.yaml stage's command), tracking off, in their own folder
     cli_dir = tmp_path / "cli"
@@ -71,16 +74,16 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     expected = json.loads((cli_dir / "metrics/eval.json").read_text())
     got = json.loads((evaluation / "metrics/eval.json").read_text())
     assert got == expected  # same code, params and seed: the same MAP, to the last digit
-    assert json.loads(summary) == {t: round(v["mean"], 4) for t, v in expected.items()}
+    assert summary == (f"test MAP@all {expected['map_all']['mean']:.4f}, "
+                       f"MAP@50 {expected['map_at_50']['mean']:.4f}")
     assert expected["map_all"]["mean"] > 0.3  # ten classes: chance is about 0.1
     assert sorted(p.name for p in (evaluation / "plots/pr").iterdir()) == \
         sorted(p.name for p in (cli_dir / "plots/pr").iterdir())
     assert (evaluation / "plots/images/pr_curves.png").stat().st_size > 1000
     assert sorted(p.stem for p in (evaluation / "models/encoders").iterdir()) == sorted(SLICE)
     saved = yaml.safe_load((evaluation / "params.yaml").read_text())
-    assert set(saved) == {"device", "evaluate", "promotion", "tracking"}
+    assert set(saved) == {"device", "evaluate", "tracking"}
 
-    run_dir = evaluation.parents[1]
     summary_md = next((run_dir / "evaluate").glob("summary*")).read_text()
     assert "| fou |" in summary_md and "map_all" in summary_md
     outcome = json.loads((run_dir / "promote/outcome/promotion.json").read_text())
@@ -98,3 +101,11 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     children = sorted(r.info.run_name for r in runs
                       if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
     assert children == ["evaluate", "prior", "promote", "train@fou", "train@kar", "train@mor"]
+
+    # the same code, params and data again: nothing to train, and it says so
+    again = subprocess.run(command, cwd=ROOT, env=dict(os.environ), capture_output=True,
+                           text=True, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.splitlines()[-1].startswith(
+        f"nothing changed since MLflow run {parent.info.run_id} (same code, params and data): "
+        "no training; outputs in ")

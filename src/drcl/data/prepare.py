@@ -31,7 +31,9 @@ def prepare_dataset(params: Params, *, out_dir: str | Path,
         from drcl.data.sources.uci_mfeat import resolve_cache_dir
         from drcl.data.versioned import fetch, resolve
 
-        reference = resolve(data.dvc.repo, data.dvc.rev, data.path.as_posix())
+        reference = resolve(data.dvc.repo, data.dvc.commit or data.dvc.rev,
+                            data.path.as_posix())
+        reference = replace(reference, rev=data.dvc.rev)  # record the branch, not only the pin
         local = fetch(reference, resolve_cache_dir(cache_dir))
         data = data.model_copy(update={"path": local, "dvc": None})
     imported = _select_modalities(import_source(data, cache_dir=cache_dir), data.modalities)

@@ -18,7 +18,6 @@ import yaml
 from drcl.atomic import write_text
 from drcl.config import Params, parse_params
 from drcl.errors import DrclError
-from drcl.kfp.tracking import join_pipeline_run
 from drcl.layout import Layout
 
 PARAMS_FILE = "params.yaml"
@@ -108,14 +107,6 @@ def task_params(layout: Layout, **groups: Any) -> Params:
     return params
 
 
-def start_task(layout: Layout, *, kfp_run: str, **groups: Any) -> Params:
-    """The step's params (see task_params), and this task joined to the Kubeflow run's MLflow
-    parent run, so the step function then runs exactly as under `drcl` or `dvc repro`."""
-    params = task_params(layout, **groups)
-    join_pipeline_run(params, kfp_run)
-    return params
-
-
 def flat_metrics(report: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """The evaluation report as ``table.direction`` names, for kfp's Metrics artifact."""
     return {f"{table}.{name}": float(value)
@@ -134,3 +125,23 @@ def map_table(report: Mapping[str, Mapping[str, float]], modalities: Sequence[st
             lines.append(f"| {q} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def fetch_modality(dataset_uri: str, modality: str, dest: Path) -> Layout:
+    """Copy one modality's file out of the prepared data set at `dataset_uri` (the prepare
+    task's artifact: a local folder, or s3:// on a cluster) into a layout rooted at `dest`, so a
+    training task reads its own modality's features and nothing else."""
+    import fsspec
+
+    uri = dataset_uri.replace("minio://", "s3://", 1)  # KFP's default store speaks S3
+    source = f"{uri.rstrip('/')}/{Layout().data.as_posix()}/{modality}.npz"
+    layout = Layout(dest)
+    layout.data.mkdir(parents=True, exist_ok=True)
+    try:
+        with fsspec.open(source, "rb") as src, (layout.data / f"{modality}.npz").open("wb") as out:
+            shutil.copyfileobj(src, out, length=1 << 22)
+    except (OSError, ValueError) as exc:
+        raise DrclError(f"{source}: cannot read the prepared features of {modality!r} "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
+            from None
+    return layout

@@ -53,7 +53,6 @@ def run(
     )] = Path("build/kfp-local"),
 ) -> None:
     """Run the whole pipeline here; `drcl pipeline submit` sends a run to a cluster."""
-    import json
 
     from drcl.config import load_params
     from drcl.errors import DrclError
@@ -63,10 +62,8 @@ def run(
         if not local:
             raise DrclError("--local: `drcl pipeline run` only runs on this machine; pass "
                             "--local, or use `drcl pipeline submit` for a cluster")
-        evaluation = run_local(load_params(params), pipeline_root=pipeline_root)
-        report = json.loads((evaluation / "metrics" / "eval.json").read_text())
-        summary = {name: round(table["mean"], 4) for name, table in report.items()}
-        typer.echo(f"{json.dumps(summary)}; outputs in {evaluation}")
+        done = run_local(load_params(params), pipeline_root=pipeline_root)
+        typer.echo("\n".join(done.summary()))
 
     _run(step)
 

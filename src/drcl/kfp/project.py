@@ -11,6 +11,7 @@ from kfp.dsl.graph_component import GraphComponent
 
 from drcl.atomic import atomic_path
 from drcl.config import Params
+from drcl.errors import DrclError
 
 STAGE_GROUPS = ("seed", "device", "data", "model", "prior", "train", "evaluate", "extract",
                 "tracking", "registry", "promotion")
@@ -31,13 +32,34 @@ def build_pipeline(params: Params) -> GraphComponent:
     """The DRCL pipeline (pipelines/drcl_pipeline.py) with ``params`` as its defaults."""
     from drcl.pipelines.drcl_pipeline import build_pipeline as build
 
+    if not params.data.modalities:
+        raise DrclError("data.modalities: the pipeline trains one task per entry of this list; "
+                        "name the modalities to train")
     return build(params)
 
 
+def check_cluster_data(params: Params) -> None:
+    """Refuse data a cluster's tasks cannot read: a path relative to this machine's working
+    copy. Data reaches a cluster through DVC (data.dvc), or from an absolute path inside the
+    task's container (the image or a volume)."""
+    data, extract = params.data, params.extract
+    if data.path is not None and data.dvc is None and not data.path.is_absolute() \
+            and data.source != "extracted":
+        raise DrclError(f"data.path: {str(data.path)!r} is a file on this machine, which a "
+                        "cluster's tasks cannot read; version it with DVC, push it, and set "
+                        "data.dvc: {repo, rev} (or give an absolute path inside the image)")
+    if data.source == "extracted" and extract.manifest is not None \
+            and not extract.manifest.is_absolute():
+        raise DrclError(f"extract.manifest: {str(extract.manifest)!r} is a file on this "
+                        "machine, which a cluster's tasks cannot read; give an absolute path "
+                        "inside the image or a mounted volume")
+
+
 def compile_pipeline(params: Params, output: str | Path) -> float:
-    """Write the pipeline YAML atomically; return the seconds compiling took."""
+    """Write the pipeline YAML for a cluster atomically; return the seconds compiling took."""
     from kfp import compiler
 
+    check_cluster_data(params)
     start = time.perf_counter()
     pipeline = build_pipeline(params)
     with atomic_path(output) as tmp:

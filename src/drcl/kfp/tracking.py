@@ -1,63 +1,130 @@
-"""MLflow parent runs for Kubeflow runs.
+"""What a Kubeflow run computes, and its MLflow parent run, named by that.
 
-drcl.tracking gives each stage a child run under one parent per pipeline run. Kubeflow tasks run
-in separate pods and each sees only its stage's params, so they cannot agree on the parent by a
-params hash as DVC stages do: they agree on it by the Kubeflow run id instead. The first task
-that tracks creates the parent; the others find it by tag and name it in DRCL_PIPELINE_RUN_ID;
-the pipeline's exit handler closes it with the run's final state.
+The pipeline's first task (`resolve`, never served from Kubeflow's cache) resolves the data
+reference (a branch becomes a commit) and hashes drcl's version, the params that change results
+and the data's identity into the run's key. When a completed run (its MLflow parent run
+FINISHED) has that key, nothing has changed: the run trains nothing and says so. Otherwise every
+tracked task joins the parent run tagged with the key; the key, not the Kubeflow run id, is the
+tasks' input, so Kubeflow's cache can reuse them. The exit handler closes the parent with the
+run's final state, finding it by the Kubeflow run id that `resolve` tagged it with.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drcl.config import Params
-from drcl.tracking import KIND_TAG, PARENT_ENV, connect, experiment_id, mlflow_errors
+from drcl.tracking import KEY_TAG, KIND_TAG, connect, experiment_id, mlflow_errors
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 KFP_RUN_TAG = "drcl.kfp_run_id"
 _FINAL_STATUS = {"SUCCEEDED": "FINISHED", "CANCELED": "KILLED", "CANCELLED": "KILLED"}
+RESULT_GROUPS = ("seed", "data", "model", "prior", "train", "evaluate", "extract")
+"""The params groups that change what a run computes (not tracking, registry or the gate)."""
 
 
-def join_pipeline_run(params: Params, kfp_run_id: str, *, root: Path = Path(".")) -> None:
-    """Make this task's stage run a child of its Kubeflow run's parent run."""
+@dataclass(frozen=True)
+class Resolved:
+    """The data as read (a revision pinned to its commit), the run's key, and whether a
+    completed run already computed it (its parent run id then)."""
+
+    data: dict[str, Any]
+    key: str
+    done_by: str | None
+    source: dict[str, Any] | None
+
+    @property
+    def changed(self) -> bool:
+        return self.done_by is None
+
+
+def _code_version() -> str:
+    try:
+        return version("drcl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def resolve_run(params: Params, *, root: Path = Path(".")) -> Resolved:
+    """Pin the data reference, key the run, and look for a completed run with that key."""
+    data = params.data.model_dump(mode="json", exclude_none=True)
+    source = None
+    if params.data.dvc is not None:
+        from drcl.data.versioned import resolve
+
+        ref = resolve(params.data.dvc.repo, params.data.dvc.commit or params.data.dvc.rev,
+                      params.data.path.as_posix())
+        data["dvc"]["commit"] = ref.commit
+        source = ref.as_dict()
+    what = {"code": _code_version(), "data": data, "source": source,
+            "params": {g: params.model_dump(mode="json")[g] for g in RESULT_GROUPS}}
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    done_by = _completed(params, key, root) if params.tracking.enabled else None
+    return Resolved(data=data, key=key, done_by=done_by, source=source)
+
+
+def _completed(params: Params, key: str, root: Path) -> str | None:
+    client = connect(root)
+    exp_id = experiment_id(client, params.tracking.experiment)
+    with mlflow_errors(client, "looking for a completed run with the same data and params"):
+        found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}' and "
+                                   "attributes.status = 'FINISHED'", max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def open_pipeline_run(params: Params, key: str, kfp_run_id: str, *,
+                      source: dict[str, Any] | None = None, root: Path = Path(".")) -> str | None:
+    """The parent run of this key (created if none), tagged with the Kubeflow run id."""
     if not params.tracking.enabled:
-        return
+        return None
     client = connect(root)
     exp_id = experiment_id(client, params.tracking.experiment)
     with mlflow_errors(client, f"opening the parent run of Kubeflow run {kfp_run_id}"):
-        os.environ[PARENT_ENV] = _parent(client, exp_id, kfp_run_id)
+        parent = _parent(client, exp_id, key, kfp_run_id)
+        client.set_tag(parent, KFP_RUN_TAG, kfp_run_id)
+        if source:
+            from drcl.data.versioned import data_tags
+
+            for tag, value in data_tags(source).items():
+                client.set_tag(parent, tag, value)
+    return parent
 
 
 def end_pipeline_run(params: Params, kfp_run_id: str, state: str, *,
-                     root: Path = Path(".")) -> None:
-    """Close the Kubeflow run's parent run (if a task opened one) with the run's final state."""
+                     root: Path = Path(".")) -> list[str]:
+    """Close the parent run this Kubeflow run opened (none when it trained nothing) with the
+    run's final state; returns the runs closed."""
     if not params.tracking.enabled:
-        return
+        return []
     client = connect(root)
     exp_id = experiment_id(client, params.tracking.experiment)
     with mlflow_errors(client, f"closing the parent run of Kubeflow run {kfp_run_id}"):
-        for run_id in _parent_runs(client, exp_id, kfp_run_id):
-            client.set_terminated(run_id, _FINAL_STATUS.get(state, "FAILED"))
+        runs = client.search_runs([exp_id], filter_string=f"tags.`{KFP_RUN_TAG}` = "
+                                  f"'{kfp_run_id}'", max_results=10)
+        for run in runs:
+            client.set_terminated(run.info.run_id, _FINAL_STATUS.get(state, "FAILED"))
+    return [r.info.run_id for r in runs]
 
 
-def _parent_runs(client: MlflowClient, exp_id: str, kfp_run_id: str) -> list[str]:
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{KFP_RUN_TAG}` = '{kfp_run_id}'",
-                              max_results=10)
-    return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
+def _parent(client: MlflowClient, exp_id: str, key: str, kfp_run_id: str) -> str:
+    def existing() -> list[Any]:
+        runs = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                                  max_results=10)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
-
-def _parent(client: MlflowClient, exp_id: str, kfp_run_id: str) -> str:
-    found = _parent_runs(client, exp_id, kfp_run_id)
+    found = existing()
     if found:
-        return found[0]
+        return found[0].info.run_id
     mine = client.create_run(exp_id, run_name=f"kubeflow {kfp_run_id}", tags={
-        KFP_RUN_TAG: kfp_run_id, KIND_TAG: "pipeline"}).info.run_id
-    winner = _parent_runs(client, exp_id, kfp_run_id)[0]
-    if winner != mine:  # two tasks created one at the same moment: the earliest wins
+        KEY_TAG: key, KIND_TAG: "pipeline"}).info.run_id
+    winner = existing()[0].info.run_id
+    if winner != mine:  # created twice at the same moment: the earliest wins
         client.delete_run(mine)
     return winner

@@ -17,7 +17,7 @@ from drcl.runtime import resolve_device
 from drcl.tracking import stage_run
 
 
-def evaluate_encoders(params: Params, layout: Layout) -> dict:
+def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = None) -> dict:
     """MAP@all and MAP@k of every ordered pair of modalities on the test split; writes the
     report, the precision-recall curves and their picture."""
     manifest = load_manifest(layout.data)
@@ -35,7 +35,7 @@ def evaluate_encoders(params: Params, layout: Layout) -> dict:
         raise DrclError(f"{layout.encoder(next(iter(priors)))}: encoders were trained against "
                         "different priors; retrain them against one prior")
     with stage_run(params, "evaluate", layout=layout, dataset_sha256=dataset_checksum(manifest),
-                   data_source=manifest.source) as run:
+                   data_source=manifest.source, run_key=run_key) as run:
         report, results = direction_report(embeddings, labels, k=k,
                                            multi_label=manifest.multi_label,
                                            query_chunk=params.evaluate.query_chunk, device=device)

@@ -12,15 +12,16 @@ from drcl.runtime import resolve_device
 from drcl.tracking import stage_run
 
 
-def fit_prior(params: Params, layout: Layout) -> PriorResult:
-    """Learn the prior on the prepared data set in `layout`; write it, its scores and plots."""
+def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> PriorResult:
+    """Learn the prior on the prepared data set in `layout`; write it, its scores and plots.
+    `run_key` names the pipeline run it tracks under (drcl.tracking.stage_run)."""
     manifest = load_manifest(layout.data)
     params = for_data(params, modalities=list(manifest.modalities),
                       num_classes=manifest.num_classes)
     device = resolve_device(params.device)
     modalities = [load_modality(layout.data, m) for m in manifest.modalities]
     with stage_run(params, "prior", layout=layout, dataset_sha256=dataset_checksum(manifest),
-                   data_source=manifest.source) as run:
+                   data_source=manifest.source, run_key=run_key) as run:
         result = select_prior(modalities, num_classes=manifest.num_classes, params=params,
                               device=device)
         with atomic_path(layout.prior_plots) as tmp:
