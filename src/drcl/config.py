@@ -7,6 +7,7 @@ passed as validation context.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -252,7 +253,9 @@ class ExtractParams(_Strict):
 
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-_CREDENTIAL_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY")
+_CREDENTIAL_WORDS = ("SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "TOKEN", "ACCESS_KEY",
+                     "API_KEY", "CREDENTIAL", "PRIVATE_KEY", "AUTH")
+_USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
 
 
 class GpuParams(_Strict):
@@ -323,10 +326,14 @@ class KubeflowParams(_Strict):
     @field_validator("env")
     @classmethod
     def _no_credentials_in_env(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
+        for name, value in env.items():
             if any(word in name.upper() for word in _CREDENTIAL_WORDS):
                 raise ValueError(f"{name} looks like a credential; put it in a Kubernetes "
                                  "Secret listed in kubeflow.secrets, never in params")
+            if _USERINFO.match(value):
+                raise ValueError(f"{name}: the URL carries a user name and password; give the "
+                                 "URL without them and the credentials through a Secret in "
+                                 "kubeflow.secrets (e.g. MLFLOW_TRACKING_USERNAME/PASSWORD)")
         return env
 
 

@@ -85,11 +85,15 @@ class Project:
     root: Path
     env: dict[str, str]
 
-    def run_blocks(self, scenario: str, given: dict[str, str] | None = None) -> list[str]:
+    def run_blocks(self, scenario: str, given: dict[str, str] | None = None,
+                   between: Callable[[int], None] | None = None) -> list[str]:
         """Run the scenario's blocks in order; `given` values replace the README's
-        placeholders in `export NAME=...` lines (the user's own credentials)."""
+        placeholders in `export NAME=...` lines (the user's own credentials); `between(i)`
+        runs after block i (what the README says happens meanwhile)."""
         outputs = []
-        for block in (b for b in BLOCKS if b.scenario == scenario):
+        for index, block in enumerate(b for b in BLOCKS if b.scenario == scenario):
+            if between is not None and index:
+                between(index - 1)
             code = _with_given(block.code, given or {})
             result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=self.root,
                                     env=self.env, capture_output=True, text=True, timeout=900,
@@ -348,16 +352,51 @@ def scenario_s3(project, s3_server):
     assert s3.list_objects_v2(Bucket="drcl-data", Prefix="dvc/").get("KeyCount", 0) > 0
 
 
-def scenario_kubeflow(project):
-    """The pipeline compiled, and run on this machine with kfp's own runner."""
-    p = project(data={"source": "npz", "path": "data/scene.npz",
-                      "modalities": ["view0", "view1", "view2"]},
-                train={"epochs": 3})
-    write_scene(p.root / "data" / "scene.npz")
-    out = p.run_blocks("kubeflow")
+def scenario_kubeflow(project, s3_server, tmp_path):
+    """The pipeline reads a data set by DVC reference (a git origin, its DVC remote on the S3
+    server): a first run, a new revision pushed to the branch and a run that trains on it, then
+    a run with nothing changed that trains nothing."""
+    from mlflow import MlflowClient
+
+    from tests.integration.data_repo import GIT, data_repository
+
+    p = project(train={"epochs": 3})
+    env = s3_server.env()
+    p.env.update(env)
+    (tmp_path / "scenes").mkdir()
+    origin, work = data_repository(tmp_path / "scenes", p.env, "drcl-scenes")
+    commits = []
+
+    def publish(seed: int) -> None:
+        write_scene(work / "data" / "scene.npz", seed=seed)
+        for cmd in (["dvc", "add", "-q", "data/scene.npz"], ["dvc", "push", "-q"],
+                    ["git", "add", "-A"], [*GIT, "commit", "-qm", f"scenes {seed}"],
+                    ["git", "push", "-q", "origin", "HEAD:main"]):
+            subprocess.run(cmd, cwd=work, env=p.env, check=True, capture_output=True)
+        commits.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, env=p.env,
+                                      capture_output=True, text=True, check=True).stdout.strip())
+
+    publish(0)
+    (p.root / "params" / "scenes.yaml").write_text(yaml.safe_dump({"data": {
+        "source": "npz", "path": "data/scene.npz", "dvc": {"repo": f"file://{origin}",
+                                                            "rev": "main"},
+        "modalities": ["view0", "view1", "view2"]}}))
+    out = p.run_blocks("kubeflow", between=lambda _: publish(1))
+    first = out[0].splitlines()
+    assert f"at {commits[0][:12]}" in next(line for line in first if line.startswith("data: "))
+    assert any(line.startswith("promotion: champion: drcl-set v1") for line in first)
     assert (p.root / "build" / "drcl-pipeline.yaml").is_file()
-    summary = json.loads(out[0].splitlines()[-1].split("; outputs in ")[0])
-    assert summary["map_all"] > 0.3
+    second = out[1].splitlines()
+    assert f"at {commits[1][:12]}" in next(line for line in second if line.startswith("data: "))
+    assert second[-1].startswith("nothing changed since MLflow run ")
+    client = MlflowClient(tracking_uri=p.env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("drcl").experiment_id],
+                              filter_string="tags.`drcl.kind` = 'pipeline'")
+    assert sorted(r.data.tags["drcl.data_commit"] for r in runs) == sorted(commits)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    latest = client.get_model_version("drcl-set", max(
+        int(v.version) for v in client.search_model_versions("name = 'drcl-set'")))
+    assert latest.tags["drcl.data_commit"] == commits[1]
 
 
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
