@@ -6,18 +6,24 @@ STAMP := $(VENV)/.drcl-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lint bench bench-quality clean
+.PHONY: setup repro test lint lock bench bench-quality clean
 
 setup: $(STAMP)
 
 # torch 2.13.0 goes in first so a CPU machine takes the local CPU build, not a CUDA one.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
+
+# Re-lock after a dependency change: the versions the tests then run with become the lock.
+lock: setup
+	(sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+		| sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/') > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 repro: setup
 	$(BIN)/dvc repro

@@ -38,10 +38,23 @@ def test_dockerfile_installs_torch_first_then_the_package():
     runs = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("RUN pip")]
     assert len(runs) == 2
     assert '"torch==${TORCH_VERSION}"' in runs[0] and "${TORCH_INDEX_URL}" in runs[0]
-    assert '".[server]"' in runs[1]
+    assert '-c constraints.txt ".[server]"' in runs[1]
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu$", text, re.M)
     assert re.search(r"^USER 10001$", text, re.M)
+
+
+def test_the_image_and_make_install_from_one_lock():
+    lock = {line.split("==")[0].lower(): line.split("==")[1] for line in
+            (ROOT / "constraints.txt").read_text().splitlines()
+            if "==" in line and not line.startswith("#")}
+    for name in ("torch", "kfp", "kfp-kubernetes", "dvc", "dvc-s3", "mlflow", "boto3",
+                 "pydantic", "typer", "numpy"):
+        assert name in lock, name
+    assert lock["torch"] == "2.13.0"  # the CPU and CUDA builds both satisfy it
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count("-c constraints.txt") == 2
+    assert "constraints.txt" in DOCKERFILE.read_text()
 
 
 def test_dockerignore_keeps_the_context_to_what_the_image_copies():
@@ -118,7 +131,41 @@ def test_no_secret_values_only_references():
     text = "\n".join(p.read_text() for p in INFRA.rglob("*.yaml"))
     assert "secretGenerator" not in text
     referenced = set(re.findall(r"secretKeyRef:\s+name: (\S+)", text))
-    assert referenced == {"drcl-s3", "drcl-mlflow-db"}
+    assert referenced == {"drcl-s3", "drcl-mlflow-db", "drcl-mlflow"}
+
+
+def test_the_database_password_never_reaches_a_command_line():
+    """`ps` shows argv to everyone on the node: the password goes by environment and file."""
+    mlflow = next(d for d in all_documents() if d.get("kind") == "Deployment"
+                  and d["metadata"]["name"] == "mlflow")
+    container = mlflow["spec"]["template"]["spec"]["containers"][0]
+    argv = " ".join(container.get("command", []) + container.get("args", []))
+    assert "DB_PASSWORD" not in argv and "--backend-store-uri" not in argv
+    env = {e["name"]: e for e in container["env"]}
+    assert "$(DB_PASSWORD)" in env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert "--app-name basic-auth" in argv  # authentication required
+    # the admin is the account the pipeline's tasks are given (params.yaml kubeflow.secrets)
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "drcl-mlflow"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    given = {s["name"]: s["keys"] for s in params["kubeflow"]["secrets"]}
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(given["drcl-mlflow"])
+
+
+def test_two_overlays_a_kubeflow_profile_and_a_plain_namespace():
+    overlays = {k.parent.name: yaml.safe_load(k.read_text()) for k in kustomizations()
+                if k.parent.parent.name == "overlays"}
+    assert set(overlays) == {"kubeflow-profile", "plain-namespace"}
+    assert all(o.get("namespace") for o in overlays.values())
+    plain = INFRA / "k8s/overlays/plain-namespace"
+    kinds = {d["kind"] for d in yaml.safe_load_all((plain / "namespace.yaml").read_text())}
+    assert kinds == {"Namespace", "ServiceAccount"}
+    istio = yaml.safe_load((INFRA / "k8s/overlays/kubeflow-profile/schedules-istio.yaml")
+                           .read_text())
+    pod = istio["spec"]["jobTemplate"]["spec"]["template"]
+    assert "holdApplicationUntilProxyStarts" in pod["metadata"]["annotations"][
+        "proxy.istio.io/config"]
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "drcl pipeline reconcile" in script and "quitquitquit" in script
 
 
 def test_references_between_manifests_resolve():
@@ -142,7 +189,7 @@ def test_references_between_manifests_resolve():
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in config_maps
     assert {"mlflow", "mlflow-db"} <= services
-    cronjob = next(d for d in docs if d.get("kind") == "CronJob")
+    cronjob = next(d for d in docs if d.get("kind") == "CronJob")  # the base's
     args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:3] == ["drcl", "pipeline", "reconcile"]
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
