@@ -36,7 +36,7 @@ REAL_WIKIPEDIA = ROOT.parent / "shared" / "data" / "wikipedia"
 MARKER = re.compile(r"^<!-- readme-test: (?P<scenario>[a-z0-9-]+)(?: \((?P<why>[^)]+)\))? -->$")
 FAST = {"device": "cpu",
         "model": {"hidden_dim": 32, "common_dim": 16},
-        "train": {"epochs": 6, "batch_size": 32, "lr": 3e-3},
+        "train": {"epochs": 4, "batch_size": 32, "lr": 3e-3},
         "promotion": {"min_mean_map": 0.0, "min_direction_map": 0.0}}
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = "
     run_root = Path(tempfile.mkdtemp(prefix="run-", dir=pipeline_root)).resolve()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_root),
                raise_on_error=True)
-    logging.captureWarnings(True)  # kfp warns that it ignores the image and GPU settings
+    logging.captureWarnings(True)
+    # kfp warns, for every task, that it ignores the image and the cluster settings: known here
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
     try:
         pipeline(**pipeline_arguments(params))
     except RuntimeError as exc:
