@@ -1,6 +1,6 @@
 """Bytes each Kubeflow task reads and writes: measured on a local run, derived for XMediaNet.
 
-    python benchmarks/speed/task_io.py [--params params.yaml]
+    python benchmarks/speed/task_io.py [--params params.yaml] [--run FINISHED_LOCAL_RUN]
 
 Runs `drcl pipeline run --local` with the given params (the default data set unless they say
 otherwise) in a scratch folder, then sizes what each task was handed (its input artifacts, or
@@ -37,8 +37,9 @@ def measured(run: Path) -> dict[str, dict[str, float]]:
     data = prepared / "data" / "prepared"
     prior = run / "prior" / "class_prior"
     evaluation = run / "evaluate" / "evaluation"
-    encoders = {p.stem: size(p.parents[3]) for p in
-                run.glob("train*/encoder/models/encoders/*.safetensors")}
+    # A fanned-out task's outputs lie under for-loop-*/train/; the encoder artifact is its folder.
+    encoders = {p.stem: size(p.parents[2]) for p in
+                run.glob("**/train/encoder/models/encoders/*.safetensors")}
     out = {"resolve": {"read": 0, "written": size(run / "resolve")},
            "prepare": {"read": source_bytes(), "written": size(prepared)},
            "prior": {"read": size(prepared), "written": size(run / "prior")}}
@@ -80,7 +81,7 @@ def xmedianet() -> dict[str, dict[str, float]]:
 
 def table(rows: dict[str, dict[str, float]]) -> str:
     lines = ["| task | reads (MB) | writes (MB) |", "|---|---|---|"]
-    lines += [f"| {task} | {v['read'] / MB:,.1f} | {v['written'] / MB:,.1f} |"
+    lines += [f"| {task} | {v['read'] / MB:,.2f} | {v['written'] / MB:,.2f} |"
               for task, v in rows.items()]
     return "\n".join(lines)
 
@@ -88,7 +89,12 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="size this finished local run's folder instead of running one")
     args = parser.parse_args()
+    if args.run is not None:
+        report(measured(args.run))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         done = subprocess.run([str(Path(sys.executable).parent / "drcl"), "pipeline", "run",
@@ -99,6 +105,10 @@ def main() -> None:
             sys.exit(done.stderr[-2000:])
         run = Path(done.stdout.splitlines()[-1].removeprefix("outputs in "))
         local = measured(run)
+    report(local)
+
+
+def report(local: dict[str, dict[str, float]]) -> None:
     results = {"default_data_set": local, "xmedianet_derived": xmedianet()}
     (HERE / "task_io.json").write_text(json.dumps(results, indent=2))
     print("measured, default data set:\n" + table(local))
