@@ -1,0 +1,1 @@
+"""Data sets: sources, preparation, extraction and the prepared file format."""
