@@ -3,8 +3,8 @@
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def evaluate(dataset: Input[Dataset], encoders: Input[list[Model]], device: str, evaluate: dict,
-             tracking: dict, run_key: str, evaluation: Output[Artifact],
+def evaluate(dataset: Input[Dataset], encoders: Input[list[Model]], device: str, precision: str,
+             evaluate: dict, tracking: dict, run_key: str, evaluation: Output[Artifact],
              metrics: Output[Metrics], summary: Output[Markdown]):
     """MAP@all and MAP@k of every ordered pair of modalities on the test split. The evaluation
     artifact keeps the encoders it measured, for promotion."""
@@ -21,7 +21,8 @@ def evaluate(dataset: Input[Dataset], encoders: Input[list[Model]], device: str,
 
     layout = task_layout(evaluation.path, dataset=dataset.path)
     gather_encoders([e.path for e in encoders], layout)
-    params = task_params(layout, device=device, evaluate=evaluate, tracking=tracking)
+    params = task_params(layout, device=device, precision=precision, evaluate=evaluate,
+                         tracking=tracking)
     manifest = load_manifest(layout.data)
     report = evaluate_encoders(params, layout, run_key=run_key)
     for name, value in flat_metrics(report).items():

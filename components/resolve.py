@@ -5,8 +5,8 @@ from typing import NamedTuple
 from kfp.dsl import Artifact, Output
 
 
-def resolve(seed: int, device: str, data: dict, model: dict, prior: dict, train: dict,
-            evaluate: dict, extract: dict, tracking: dict, kfp_run: str,
+def resolve(seed: int, device: str, precision: str, data: dict, model: dict, prior: dict,
+            train: dict, evaluate: dict, extract: dict, tracking: dict, kfp_run: str,
             decision: Output[Artifact]
             ) -> NamedTuple("Resolved", [("data", dict), ("key", str), ("changed", bool),
                                          ("modalities", list)]):
@@ -19,9 +19,9 @@ def resolve(seed: int, device: str, data: dict, model: dict, prior: dict, train:
     from drcl.kfp.artifacts import task_layout, task_params
     from drcl.kfp.tracking import open_pipeline_run, resolve_run
 
-    params = task_params(task_layout(decision.path), seed=seed, device=device, data=data,
-                         model=model, prior=prior, train=train, evaluate=evaluate,
-                         extract=extract, tracking=tracking)
+    params = task_params(task_layout(decision.path), seed=seed, device=device,
+                         precision=precision, data=data, model=model, prior=prior, train=train,
+                         evaluate=evaluate, extract=extract, tracking=tracking)
     resolved = resolve_run(params)
     if resolved.changed:
         open_pipeline_run(params, resolved.key, kfp_run, source=resolved.source)

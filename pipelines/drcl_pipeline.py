@@ -29,14 +29,16 @@ def build_pipeline(params: Params) -> GraphComponent:
                   description="DRCL cross-modal retrieval: SPL prior, per-modality RSC training, "
                               "evaluation, promotion")
     def drcl(seed: int = defaults["seed"], device: str = defaults["device"],
+             precision: str = defaults["precision"],
              data: dict = defaults["data"], model: dict = defaults["model"],
              prior: dict = defaults["prior"], train: dict = defaults["train"],
              evaluate: dict = defaults["evaluate"], extract: dict = defaults["extract"],
              tracking: dict = defaults["tracking"], registry: dict = defaults["registry"],
              promotion: dict = defaults["promotion"]):
         resolved = _in_cluster(steps.resolve(
-            seed=seed, device=device, data=data, model=model, prior=prior, train=train,
-            evaluate=evaluate, extract=extract, tracking=tracking, kfp_run=RUN_ID), cluster)
+            seed=seed, device=device, precision=precision, data=data, model=model, prior=prior,
+            train=train, evaluate=evaluate, extract=extract, tracking=tracking, kfp_run=RUN_ID),
+            cluster)
         resolved.set_caching_options(False)  # a branch moves: resolve it on every run
         key, pinned = resolved.outputs["key"], resolved.outputs["data"]
         finish = _in_cluster(steps.finish(tracking=tracking, kfp_run=RUN_ID), cluster)
@@ -46,8 +48,9 @@ def build_pipeline(params: Params) -> GraphComponent:
         with dsl.ExitHandler(finish, name="tracked-run"), \
                 dsl.If(resolved.outputs["changed"] == True, name="changed"):  # noqa: E712
             if params.data.source == "extracted":
-                extracted = _in_cluster(steps.extract(seed=seed, device=device, data=pinned,
-                                                      extract=extract), cluster)
+                extracted = _in_cluster(steps.extract(
+                    seed=seed, device=device, precision=precision, data=pinned, extract=extract),
+                    cluster)
                 prepared = _in_cluster(steps.prepare(
                     seed=seed, data=pinned, extracted=extracted.outputs["features"]),
                     cluster)
@@ -55,26 +58,27 @@ def build_pipeline(params: Params) -> GraphComponent:
                 prepared = _in_cluster(steps.prepare(seed=seed, data=pinned), cluster)
             dataset = prepared.outputs["dataset"]
             fitted = _on_gpu_node(steps.prior(
-                dataset=dataset, seed=seed, device=device, model=model, prior=prior,
-                train=train, tracking=tracking, run_key=key), cluster)
+                dataset=dataset, seed=seed, device=device, precision=precision, model=model,
+                prior=prior, train=train, tracking=tracking, run_key=key), cluster)
             class_prior = fitted.outputs["class_prior"]
             with dsl.ParallelFor(resolved.outputs["modalities"],
                                  parallelism=cluster.parallelism,
                                  name="modalities") as modality:
                 trained = _on_gpu_node(steps.train(
                     class_prior=class_prior, modality=modality, seed=seed, device=device,
-                    data=pinned, model=model, train=train, tracking=tracking, run_key=key),
-                    cluster)
+                    precision=precision, data=pinned, model=model, train=train,
+                    tracking=tracking, run_key=key), cluster)
             evaluated = _in_cluster(steps.evaluate(
                 dataset=dataset, encoders=dsl.Collected(trained.outputs["encoder"]),
-                device=device, evaluate=evaluate, tracking=tracking, run_key=key), cluster)
+                device=device, precision=precision, evaluate=evaluate, tracking=tracking,
+                run_key=key), cluster)
             # the gate is drcl promote's own: a set that fails it is registered as a
             # challenger with its reasons
             promoted = _in_cluster(steps.promote(
                 dataset=dataset, class_prior=class_prior,
-                evaluation=evaluated.outputs["evaluation"], device=device, data=pinned,
-                evaluate=evaluate, extract=extract, tracking=tracking, registry=registry,
-                promotion=promotion, run_key=key), cluster)
+                evaluation=evaluated.outputs["evaluation"], device=device, precision=precision,
+                data=pinned, evaluate=evaluate, extract=extract, tracking=tracking,
+                registry=registry, promotion=promotion, run_key=key), cluster)
             promoted.set_caching_options(False)  # it changes the registry: never skip it
 
     return drcl

@@ -36,6 +36,7 @@ LABELS = {
     "standardize_none": "DRCL, `model.standardize: false` (features as given)",
     "lr_searched": "DRCL, every modality standardised, `train.lr_per_modality` from the "
                    "validation search",
+    "bf16": "DRCL, `precision: bf16` (autocast matmuls)",
     "logistic": "logistic regression posteriors",
 }
 # The per-modality searches ran with the defaults of their day: UCI every modality standardised,

@@ -58,6 +58,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "select_target_map": {"train.selection": "target_map"},
     "standardize_all": {"model.standardize": True},
     "standardize_none": {"model.standardize": False},
+    "bf16": {"precision": "bf16"},
 }
 SEARCH = [(lr, hidden) for lr in (1e-4, 3e-4, 1e-3) for hidden in (512, 1024)]
 # per-modality searches: the param each sets globally while one modality is trained

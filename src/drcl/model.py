@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from drcl.errors import DrclError
+from drcl.runtime import autocast
 from drcl.tensor_files import load_tensors, read_tensor_metadata, save_tensors
 
 
@@ -27,13 +28,17 @@ class EncoderSpec:
 class Encoder(nn.Module):
     """Standardise -> Linear -> ReLU -> Linear -> ReLU -> Linear (no bias) -> L2-normalise.
 
-    The input statistics are buffers, so a saved encoder takes raw features.
+    The input statistics are buffers, so a saved encoder takes raw features. With a
+    `compute_dtype` (bf16) the three matmuls run under autocast; the weights, the
+    standardisation and the unit-length output stay float32, so losses downstream are float32.
     """
 
     def __init__(self, spec: EncoderSpec, *, mean: torch.Tensor | None = None,
-                 std: torch.Tensor | None = None) -> None:
+                 std: torch.Tensor | None = None,
+                 compute_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.spec = spec
+        self.compute_dtype = compute_dtype
         self.register_buffer("input_mean", torch.zeros(spec.input_dim) if mean is None else mean)
         self.register_buffer("input_std", torch.ones(spec.input_dim) if std is None else std)
         self.net = nn.Sequential(
@@ -47,8 +52,10 @@ class Encoder(nn.Module):
         nn.init.uniform_(self.net[-1].weight, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.net((x - self.input_mean) / self.input_std)
-        return nn.functional.normalize(z, dim=1)
+        x = (x - self.input_mean) / self.input_std
+        with autocast(x.device, self.compute_dtype):
+            z = self.net(x)
+        return nn.functional.normalize(z.float(), dim=1)
 
 
 def input_statistics(features: np.ndarray, *,
@@ -81,8 +88,10 @@ def save_encoder(encoder: Encoder, path: str | Path, **extra_metadata: str) -> N
     save_tensors(encoder.state_dict(), path, metadata)
 
 
-def load_encoder(path: str | Path, *, device: torch.device | str = "cpu") -> Encoder:
-    """Rebuild an encoder from a safetensors file (no pickle: safe to load)."""
+def load_encoder(path: str | Path, *, device: torch.device | str = "cpu",
+                 compute_dtype: torch.dtype | None = None) -> Encoder:
+    """Rebuild an encoder from a safetensors file (no pickle: safe to load); its weights stay
+    float32, `compute_dtype` only sets how it embeds."""
     path = Path(path)
     if not path.is_file():
         raise DrclError(f"{path}: encoder weights not found")
@@ -90,7 +99,7 @@ def load_encoder(path: str | Path, *, device: torch.device | str = "cpu") -> Enc
     try:
         spec = EncoderSpec(modality=meta["modality"], input_dim=int(meta["input_dim"]),
                            hidden_dim=int(meta["hidden_dim"]), common_dim=int(meta["common_dim"]))
-        encoder = Encoder(spec)
+        encoder = Encoder(spec, compute_dtype=compute_dtype)
         encoder.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise DrclError(f"{path}: not a valid encoder file ({str(exc).splitlines()[0]})") \

@@ -19,7 +19,7 @@ from drcl.data.dataset import ModalityData
 from drcl.errors import DrclError
 from drcl.losses import gce_q, generalized_cross_entropy
 from drcl.model import Encoder, EncoderSpec, input_statistics
-from drcl.runtime import seed_everything, stage_seed
+from drcl.runtime import compute_dtype, seed_everything, stage_seed
 from drcl.standardization import StandardizeChoice, choose_standardization
 
 
@@ -70,7 +70,8 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
     mean, std = input_statistics(data.train.features, standardize=choice.standardize)
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
                        hidden_dim=params.model.hidden_dim, common_dim=params.model.common_dim)
-    encoder = Encoder(spec, mean=mean, std=std).to(device)
+    encoder = Encoder(spec, mean=mean, std=std,
+                      compute_dtype=compute_dtype(params.precision, device)).to(device)
     prior = torch.nn.Parameter(initial_prior.clone().to(device))
     optimizer = torch.optim.Adam([*encoder.parameters(), prior], lr=params.prior.lr,
                                  betas=(0.5, 0.999))

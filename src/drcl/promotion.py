@@ -39,7 +39,7 @@ from drcl.metrics import direction_report
 from drcl.model import Encoder, embed, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.registry import ENCODER_FILE, PRIOR_FILE, EncoderSet, Member, Registry
-from drcl.runtime import resolve_device
+from drcl.runtime import compute_dtype, resolve_device
 from drcl.stages.train import train_modality
 from drcl.tracking import git_commit, metric_key, stage_run
 
@@ -132,9 +132,10 @@ class _Loaded:
     extractor: str
 
 
-def _local(layout: Layout, modality: str, device: torch.device, extractor: str) -> _Loaded:
+def _local(layout: Layout, modality: str, device: torch.device, extractor: str,
+           dtype: torch.dtype | None) -> _Loaded:
     path = layout.encoder(modality)
-    encoder = load_encoder(path, device=device)
+    encoder = load_encoder(path, device=device, compute_dtype=dtype)
     prior = read_metadata(path).get("prior_sha256")
     if not prior:
         raise DrclError(f"{path}: no prior checksum in the file; retrain it with `drcl train`")
@@ -142,9 +143,10 @@ def _local(layout: Layout, modality: str, device: torch.device, extractor: str) 
 
 
 def _champion_encoders(registry: Registry, champion: EncoderSet, dest: Path,
-                       device: torch.device) -> dict[str, _Loaded]:
+                       device: torch.device, dtype: torch.dtype | None) -> dict[str, _Loaded]:
+    loaded = registry.load_members(champion, dest, device=device, compute_dtype=dtype)
     return {m: _Loaded(x.encoder, x.folder / ENCODER_FILE, champion.prior_sha256, x.extractor)
-            for m, x in registry.load_members(champion, dest, device=device).items()}
+            for m, x in loaded.items()}
 
 
 def _fits(loaded: _Loaded, test: Split, extractor: str) -> bool:
@@ -186,12 +188,13 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
                         f"{layout.data / 'manifest.json'} (it has "
                         f"{', '.join(manifest.modalities)})")
     device = resolve_device(params.device)
+    dtype = compute_dtype(params.precision, device)  # candidate and champion alike
     loaded_data = {m: load_modality(layout.data, m) for m in manifest.modalities}
     gate_split = params.promotion.split
     tests = {m: data.split(gate_split) for m, data in loaded_data.items()}
     reported = {m: data.test for m, data in loaded_data.items()}
     extractors = {m: info.extractor for m, info in manifest.modalities.items()}
-    candidates = {m: _local(layout, m, device, extractors[m]) for m in names}
+    candidates = {m: _local(layout, m, device, extractors[m], dtype) for m in names}
     for m, loaded in candidates.items():
         if loaded.encoder.spec.input_dim != tests[m].features.shape[1]:
             raise DrclError(f"{loaded.path}: takes {loaded.encoder.spec.input_dim}-d input but "
@@ -241,7 +244,8 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
     for _ in range(MAX_ATTEMPTS):
         champion = registry.champion()
         champions = {} if champion is None else _champion_encoders(
-            registry, champion, workdir / f"set-{champion.version}", device)
+            registry, champion, workdir / f"set-{champion.version}", device,
+            compute_dtype(params.precision, device))
         if full:
             prior_file = layout.prior
             prior_sha = candidates[names[0]].prior_sha256

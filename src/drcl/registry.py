@@ -143,7 +143,8 @@ class Registry:
         return None if version is None else self.read_set(version)
 
     def load_members(self, encoder_set: EncoderSet, dest: Path, *, device: torch.device,
-                     modalities: Iterable[str] | None = None) -> dict[str, LoadedMember]:
+                     modalities: Iterable[str] | None = None,
+                     compute_dtype: torch.dtype | None = None) -> dict[str, LoadedMember]:
         """Download and load a set's encoders, checking each one and its W against the set."""
         wanted = list(encoder_set.members) if modalities is None else list(modalities)
         missing = [m for m in wanted if m not in encoder_set.members]
@@ -164,7 +165,7 @@ class Registry:
                                 "registered (drcl.weights_sha256); the artifact is damaged or "
                                 "missing: promote a good set, or roll back")
             try:
-                encoder = load_encoder(weights, device=device)
+                encoder = load_encoder(weights, device=device, compute_dtype=compute_dtype)
                 stored = prior_checksum(load_prior(folder / PRIOR_FILE)[0])
             except DrclError as exc:  # the message names a temporary download folder
                 reason = str(exc).split(": ", 1)[-1]

@@ -1,9 +1,11 @@
-"""Device choice and seeding, so runs are reproducible and use the GPU when there is one."""
+"""Device, precision and seeding, so runs are reproducible and use the hardware they are given."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import zlib
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -19,6 +21,41 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DrclError(f"device: {name!r} requested but no CUDA device is available")
     return device
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 matmuls run natively: CUDA with bf16 (Ampere or newer), a CPU with AVX-512 BF16 or
+    AMX. Elsewhere torch emulates bf16, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the `precision` param on `device` (None: float32 throughout).
+
+    `auto` is bf16 where it is fast and float32 elsewhere; `tf32` is float32 storage with TF32
+    matmuls on CUDA (plain float32 on a CPU). TF32 is a process-wide switch of torch, so it is
+    set here for the process, on or off, every time a stage asks.
+    """
+    if precision == "auto":
+        precision = "bf16" if bf16_is_fast(device) else "fp32"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise DrclError(f"precision: bf16 requested but {torch.cuda.get_device_name(device)} "
+                            "has no bf16 support; use fp32 or tf32")
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Autocast to `dtype` on `device`'s kind, or nothing at all for float32 (dtype None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def stage_seed(seed: int, *names: str) -> int:

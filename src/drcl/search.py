@@ -23,7 +23,7 @@ from drcl.data.dataset import file_sha256
 from drcl.errors import DrclError
 from drcl.model import Encoder, embed
 from drcl.registry import EncoderSet, LoadedMember, Registry
-from drcl.runtime import resolve_device
+from drcl.runtime import compute_dtype, resolve_device
 
 INDEX_FORMAT = "drcl-index/1"
 
@@ -90,7 +90,8 @@ def read_raw(path: Path, *, modality: str, extractor: str, params: Params,
     if not items:
         raise DrclError(f"{path}: no items to search with")
     chosen = make_extractor(extractor, image_size=params.extract.image_size,
-                            batch_size=params.extract.batch_size, device=str(device))
+                            batch_size=params.extract.batch_size, device=str(device),
+                            compute_dtype=compute_dtype(params.precision, device))
     payloads = []
     for item in items:
         try:
@@ -177,7 +178,8 @@ def _champions(params: Params, root: Path, modalities: list[str], dest: Path,
     if champion is None:
         raise DrclError(f"registry: {registry.set_model} has no champion yet; promote one with "
                         "`drcl promote`")
-    return champion, registry.load_members(champion, dest, device=device, modalities=modalities)
+    return champion, registry.load_members(champion, dest, device=device, modalities=modalities,
+                                           compute_dtype=compute_dtype(params.precision, device))
 
 
 def build_index(params: Params, *, modality: str, features: Features, out: Path,

@@ -27,7 +27,7 @@ from drcl.config import Params
 from drcl.data.dataset import ModalityData
 from drcl.losses import gce_q, generalized_cross_entropy
 from drcl.model import Encoder, EncoderSpec, input_statistics
-from drcl.runtime import seed_everything, stage_seed
+from drcl.runtime import compute_dtype, seed_everything, stage_seed
 
 PROBE_HIDDEN = 256
 """Hidden width of the probe (the encoder's own when that is smaller)."""
@@ -117,7 +117,8 @@ def probe_scores(data: ModalityData, params: Params, device: torch.device, *,
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
                        hidden_dim=min(params.model.hidden_dim, PROBE_HIDDEN),
                        common_dim=params.model.common_dim)
-    encoder = Encoder(spec, mean=mean, std=std).to(device)
+    encoder = Encoder(spec, mean=mean, std=std,
+                      compute_dtype=compute_dtype(params.precision, device)).to(device)
     prior = orthogonal_init(params.model.common_dim, labels.shape[1], seed=seed).to(device)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=params.train.lr_for(data.name),
                                  betas=(0.5, 0.999))

@@ -29,14 +29,15 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     Step("extract", "drcl.extract.step", "extract_dataset",
-         ("seed", "device", "data.split", "extract")),
+         ("seed", "device", "precision", "data.split", "extract")),
     Step("prepare", "drcl.data.prepare", "prepare_dataset", ("seed", "data")),
     Step("prior", "drcl.stages.prior", "fit_prior",
          # the preprocessing probe trains on the RSC schedule: train.lr too
-         ("seed", "device", "model", "prior", "train.epochs", "train.batch_size", "train.lr",
-          "train.lr_per_modality")),
+         ("seed", "device", "precision", "model", "prior", "train.epochs", "train.batch_size",
+          "train.lr", "train.lr_per_modality")),
     Step("train", "drcl.stages.train", "train_modality",
-         ("seed", "device", "data.modalities", "model", "train")),
-    Step("evaluate", "drcl.stages.evaluate", "evaluate_encoders", ("device", "evaluate")),
+         ("seed", "device", "precision", "data.modalities", "model", "train")),
+    Step("evaluate", "drcl.stages.evaluate", "evaluate_encoders",
+         ("device", "precision", "evaluate")),
 )
 BY_NAME = {step.name: step for step in STEPS}

@@ -21,7 +21,7 @@ from drcl.errors import DrclError
 from drcl.losses import gce_q, rsc_loss
 from drcl.metrics import mean_average_precision
 from drcl.model import Encoder, EncoderSpec, input_statistics
-from drcl.runtime import seed_everything, stage_seed
+from drcl.runtime import compute_dtype, seed_everything, stage_seed
 from drcl.standardization import StandardizeChoice, choose_standardization
 
 _PARTS = ("loss", "label", "structure", "mse")
@@ -66,7 +66,8 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     mean, std = input_statistics(data.train.features, standardize=choice.standardize)
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
                        hidden_dim=params.model.hidden_dim, common_dim=prior.shape[0])
-    encoder = Encoder(spec, mean=mean, std=std).to(device)
+    encoder = Encoder(spec, mean=mean, std=std,
+                      compute_dtype=compute_dtype(params.precision, device)).to(device)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.lr_for(data.name),
                                  betas=(0.5, 0.999))
     w = prior.to(device).float()

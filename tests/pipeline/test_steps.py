@@ -90,7 +90,7 @@ def test_the_command_the_stage_runs_is_the_steps(step):
 def test_the_component_takes_the_declared_groups_and_calls_the_step(step):
     func = getattr(components, step.name)
     groups = {p for p in inspect.signature(func).parameters
-              if p in {"seed", "device", "data", "model", "prior", "train", "evaluate",
+              if p in {"seed", "device", "precision", "data", "model", "prior", "train", "evaluate",
                        "extract", "tracking", "registry", "promotion"}}
     assert groups - {TRACKING} == set(step.groups), step.name
     source = inspect.getsource(func)

@@ -14,12 +14,15 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from drcl.errors import DrclError
 from drcl.extract.manifest import Item
+
+if TYPE_CHECKING:  # torch loads only when a network runs
+    import torch
 
 
 class ItemError(Exception):
@@ -41,12 +44,21 @@ class Extractor(Protocol):
         ...
 
 
-def make_extractor(name: str, *, image_size: int, batch_size: int, device: str) -> Extractor:
+def make_extractor(name: str, *, image_size: int, batch_size: int, device: str,
+                   compute_dtype: torch.dtype | None = None) -> Extractor:
+    """The named extractor; a `compute_dtype` (bf16) runs the network under autocast, and its
+    features are cached apart from float32 ones."""
     if name == "minilm":
-        return MiniLM(batch_size=batch_size, device=device)
+        return MiniLM(batch_size=batch_size, device=device, compute_dtype=compute_dtype)
     if name == "efficientnet_lite0":
-        return EfficientNetLite0(image_size=image_size, batch_size=batch_size, device=device)
+        return EfficientNetLite0(image_size=image_size, batch_size=batch_size, device=device,
+                                 compute_dtype=compute_dtype)
     return Precomputed()
+
+
+def _dtype_suffix(compute_dtype: torch.dtype | None) -> str:
+    """Features computed in another precision are other features: the cache keeps them apart."""
+    return "" if compute_dtype is None else "-" + str(compute_dtype).removeprefix("torch.")
 
 
 def _file_bytes(item: Item) -> bytes:
@@ -71,10 +83,11 @@ class MiniLM:
     """
 
     name = "minilm"
-    fingerprint = "minilm-all-MiniLM-L6-v2-v1"
 
-    def __init__(self, *, batch_size: int, device: str) -> None:
-        self.batch_size, self.device = batch_size, device
+    def __init__(self, *, batch_size: int, device: str,
+                 compute_dtype: torch.dtype | None = None) -> None:
+        self.batch_size, self.device, self.compute_dtype = batch_size, device, compute_dtype
+        self.fingerprint = "minilm-all-MiniLM-L6-v2-v1" + _dtype_suffix(compute_dtype)
 
     def load(self, item: Item) -> tuple[str, str]:
         text = item.text if item.text is not None else self._read(item)
@@ -94,11 +107,16 @@ class MiniLM:
         return data
 
     def embed(self, payloads: Sequence[str]) -> np.ndarray:
+        import torch
+
+        from drcl.runtime import autocast
+
         model = _minilm(self.device)
-        features = model.encode(list(payloads), batch_size=self.batch_size,
-                                normalize_embeddings=True, convert_to_numpy=True,
-                                show_progress_bar=False)
-        return np.asarray(features, dtype=np.float32)
+        with autocast(self.device, self.compute_dtype):
+            features = model.encode(list(payloads), batch_size=self.batch_size,
+                                    convert_to_tensor=True, show_progress_bar=False)
+        # normalised here, in float32, whatever precision the network ran in
+        return torch.nn.functional.normalize(features.float(), dim=1).cpu().numpy()
 
 
 @lru_cache(maxsize=2)
@@ -125,9 +143,11 @@ class EfficientNetLite0:
 
     name = "efficientnet_lite0"
 
-    def __init__(self, *, image_size: int, batch_size: int, device: str) -> None:
+    def __init__(self, *, image_size: int, batch_size: int, device: str,
+                 compute_dtype: torch.dtype | None = None) -> None:
         self.image_size, self.batch_size, self.device = image_size, batch_size, device
-        self.fingerprint = f"efficientnet_lite0-{image_size}px-v1"
+        self.compute_dtype = compute_dtype
+        self.fingerprint = f"efficientnet_lite0-{image_size}px-v1" + _dtype_suffix(compute_dtype)
 
     def load(self, item: Item) -> tuple[str, Path]:
         data = _file_bytes(item)
@@ -150,14 +170,16 @@ class EfficientNetLite0:
     def embed(self, payloads: Sequence[Path]) -> np.ndarray:
         import torch
 
+        from drcl.runtime import autocast
+
         model = _efficientnet(self.image_size, self.device)
         out = []
         for start in range(0, len(payloads), self.batch_size):
             batch = np.stack([self._decode(p.read_bytes())
                               for p in payloads[start:start + self.batch_size]])
             x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
-            with torch.inference_mode():
-                pooled = model.extract_features(x).mean(dim=(2, 3))
+            with torch.inference_mode(), autocast(self.device, self.compute_dtype):
+                pooled = model.extract_features(x).float().mean(dim=(2, 3))
             out.append(pooled.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 

@@ -72,16 +72,18 @@ def extract_dataset(params: Params, *, out_dir: str | Path = EXTRACTED_DIR,
             write_json(tmp / REPORT_FILE, {"name": None, "manifest": None})
         return ExtractionReport(name=None)
     from drcl.extract.extractors import make_extractor
-    from drcl.runtime import resolve_device
+    from drcl.runtime import compute_dtype, resolve_device
 
     manifest = read_manifest(settings.manifest, manifest_format=settings.manifest_format,
                              root=settings.root)
     name = settings.name or manifest.name
     classes = _classes(settings, manifest)
     chosen = choose_extractors(settings.extractors, manifest.items)
-    torch_device = str(resolve_device(device))
+    resolved = resolve_device(device)
+    dtype, torch_device = compute_dtype(params.precision, resolved), str(resolved)
     extractors = {m: make_extractor(e, image_size=settings.image_size,
-                                    batch_size=settings.batch_size, device=torch_device)
+                                    batch_size=settings.batch_size, device=torch_device,
+                                    compute_dtype=dtype)
                   for m, e in chosen.items()}
     loaded, skipped = _load_items(manifest.items, extractors, classes)
     if skipped and settings.on_error == "fail":

@@ -13,8 +13,8 @@ from drcl.atomic import atomic_path
 from drcl.config import Params
 from drcl.errors import DrclError
 
-STAGE_GROUPS = ("seed", "device", "data", "model", "prior", "train", "evaluate", "extract",
-                "tracking", "registry", "promotion")
+STAGE_GROUPS = ("seed", "device", "precision", "data", "model", "prior", "train", "evaluate",
+                "extract", "tracking", "registry", "promotion")
 """The params.yaml groups the stages read; each is one pipeline parameter."""
 
 

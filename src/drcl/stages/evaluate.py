@@ -13,7 +13,7 @@ from drcl.layout import Layout
 from drcl.metrics import direction_report
 from drcl.model import embed, load_encoder, read_metadata
 from drcl.plots import pr_curves_png
-from drcl.runtime import resolve_device
+from drcl.runtime import compute_dtype, resolve_device
 from drcl.tracking import stage_run
 
 
@@ -22,11 +22,12 @@ def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = N
     report, the precision-recall curves and their picture."""
     manifest = load_manifest(layout.data)
     device = resolve_device(params.device)
+    dtype = compute_dtype(params.precision, device)
     k = params.evaluate.k
     embeddings, labels, priors = {}, {}, {}
     for m in manifest.modalities:
         path = layout.encoder(m)
-        encoder = load_encoder(path, device=device)
+        encoder = load_encoder(path, device=device, compute_dtype=dtype)
         priors[m] = read_metadata(path).get("prior_sha256")
         test = load_modality(layout.data, m).test
         embeddings[m] = embed(encoder, test.features, device=device)
