@@ -33,6 +33,16 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """What `precision` means on `device`: `auto` becomes bf16 where bf16 is fast, else fp32;
+    tf32 is fp32 on anything but CUDA."""
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        return "fp32"
+    return precision
+
+
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the `precision` param on `device` (None: float32 throughout).
 
@@ -40,8 +50,7 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     matmuls on CUDA (plain float32 on a CPU). TF32 is a process-wide switch of torch, so it is
     set here for the process, on or off, every time a stage asks.
     """
-    if precision == "auto":
-        precision = "bf16" if bf16_is_fast(device) else "fp32"
+    precision = resolved_precision(precision, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         torch.backends.cudnn.allow_tf32 = precision == "tf32"

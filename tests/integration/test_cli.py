@@ -70,7 +70,18 @@ def test_orthogonal_prior_baseline(project):
     run_pipeline()
     prior = json.loads((project / "metrics/prior.json").read_text())
     assert prior == {"method": "orthogonal", "chosen": None, "scores": {}, "best_epoch": {},
-                     "standardize": {}}
+                     "standardize": {}, "precision": "fp32"}
+
+
+def test_bf16_runs_every_stage_and_says_so(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    write_params(project, data=params["data"], precision="bf16")
+    run_pipeline()
+    assert json.loads((project / "metrics/prior.json").read_text())["precision"] == "bf16"
+    for m in MODALITIES:
+        assert json.loads((project / f"metrics/train/{m}.json").read_text())["precision"] == "bf16"
+        assert read_metadata(project / f"models/encoders/{m}.safetensors")["precision"] == "bf16"
+    assert json.loads((project / "metrics/eval.json").read_text())["map_all"]["mean"] > 0.5
 
 
 def test_help_for_every_command():

@@ -248,7 +248,8 @@ def scenario_dvc(project):
     out = p.run_blocks("dvc")
     assert "kar->mor" in out[0]  # dvc metrics show
     assert (p.root / "dvc_plots" / "index.html").is_file()
-    assert yaml.safe_load((p.root / "params.yaml").read_text())["train"]["lr"] == 1e-3
+    assert yaml.safe_load((p.root / "params.yaml").read_text())["precision"] == "bf16"
+    assert json.loads((p.root / "metrics/prior.json").read_text())["precision"] == "bf16"
     experiments = subprocess.run(["dvc", "exp", "list", "--name-only"], cwd=p.root, env=p.env,
                                  capture_output=True, text=True, check=True).stdout.split()
     assert len(experiments) == 1

@@ -13,7 +13,7 @@ from drcl.layout import Layout
 from drcl.metrics import direction_report
 from drcl.model import embed, load_encoder, read_metadata
 from drcl.plots import pr_curves_png
-from drcl.runtime import compute_dtype, resolve_device
+from drcl.runtime import compute_dtype, resolve_device, resolved_precision
 from drcl.tracking import stage_run
 
 
@@ -51,7 +51,8 @@ def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = N
         write_json(layout.eval_metrics, report)
         run.log_metrics({f"{name}.{direction}": value for name, table in report.items()
                          for direction, value in table.items()})
-        run.set_tags({"drcl.prior_sha256": next(iter(priors.values()))})
+        run.set_tags({"drcl.prior_sha256": next(iter(priors.values())),
+                      "drcl.precision": resolved_precision(params.precision, device)})
         run.log_artifacts(layout.eval_metrics, layout.pr_curves, layout.pr_image)
     return report
 

@@ -8,7 +8,7 @@ from drcl.data.dataset import dataset_checksum, load_manifest, load_modality
 from drcl.layout import Layout
 from drcl.prior import PriorResult, select_prior
 from drcl.prior_io import prior_checksum, save_prior
-from drcl.runtime import resolve_device
+from drcl.runtime import resolve_device, resolved_precision
 from drcl.tracking import stage_run
 
 
@@ -29,7 +29,8 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
             for name, cand in result.candidates.items():
                 write_csv(tmp / f"{name}.csv", cand.history)
                 run.log_history(cand.history, prefix=f"spl.{name}.")
-        write_json(layout.prior_metrics, result.summary())
+        precision = resolved_precision(params.precision, device)
+        write_json(layout.prior_metrics, result.summary() | {"precision": precision})
         save_prior(result.prior, layout.prior, method=result.method, chosen=result.chosen or "",
                    dataset=manifest.name)
         run.log_metrics({f"quality_score.{m}": s for m, s in result.summary()["scores"].items()})
@@ -39,6 +40,7 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
                                  for key, value in cand.standardization.metrics().items()})
         run.set_tags({"drcl.prior_method": result.method,
                       "drcl.chosen_modality": result.chosen or "none",
-                      "drcl.prior_sha256": prior_checksum(result.prior)})
+                      "drcl.prior_sha256": prior_checksum(result.prior),
+                      "drcl.precision": precision})
         run.log_artifacts(layout.prior_metrics, layout.prior_plots)
     return result

@@ -13,7 +13,7 @@ from drcl.layout import Layout
 from drcl.model import save_encoder
 from drcl.plots import training_curve_png
 from drcl.prior_io import load_prior, prior_checksum
-from drcl.runtime import resolve_device
+from drcl.runtime import resolve_device, resolved_precision
 from drcl.tracking import stage_run
 from drcl.train import TrainResult, train_encoder
 
@@ -35,23 +35,26 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
     data_sha256 = file_sha256(layout.data / f"{modality}.npz")
     with stage_run(params, "train", layout=layout, modality=modality,
                    dataset_sha256=data_sha256, run_key=run_key) as run:
-        result = train_encoder(data, prior, params=params, device=resolve_device(params.device))
+        device = resolve_device(params.device)
+        precision = resolved_precision(params.precision, device)
+        result = train_encoder(data, prior, params=params, device=device)
         write_csv(layout.train_history(modality), result.history)
         training_curve_png(result.history, layout.train_curve(modality),
                            title=f"RSC training: {modality}", best_epoch=result.best_epoch)
         choice = result.standardization
         write_json(layout.train_metrics(modality),
                    {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                    "standardize": choice.as_dict()})
+                    "standardize": choice.as_dict(), "precision": precision})
         save_encoder(result.encoder, layout.encoder(modality), prior_sha256=prior_checksum(prior),
                      dataset=prior_meta.get("dataset", ""),
-                     standardize=json.dumps(choice.as_dict(), sort_keys=True))
+                     standardize=json.dumps(choice.as_dict(), sort_keys=True),
+                     precision=precision)
         run.log_history(result.history)
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                          **choice.metrics()})
         run.set_tags({"drcl.prior_sha256": prior_checksum(prior),
                       "drcl.standardize": str(choice.standardize).lower(),
-                      "drcl.standardize_how": choice.how})
+                      "drcl.standardize_how": choice.how, "drcl.precision": precision})
         run.log_artifacts(layout.train_history(modality), layout.train_curve(modality),
                           layout.train_metrics(modality))
     return result
