@@ -24,7 +24,8 @@ def repo(tmp_path, uci_cache):
     return tmp_path
 
 
-def test_repro_runs_every_stage_then_is_a_no_op(repo, uci_cache):
+def test_repro_runs_every_stage_is_a_no_op_then_retrains_one_changed_modality_alone(
+        repo, uci_cache):
     env = {"DRCL_CACHE_DIR": str(uci_cache)}
     first = run(["dvc", "repro"], repo, env)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -45,6 +46,24 @@ def test_repro_runs_every_stage_then_is_a_no_op(repo, uci_cache):
     metrics = run(["dvc", "metrics", "show", "--json"], repo, env)
     assert metrics.returncode == 0 and "map_all" in metrics.stdout
 
+    # replace one modality's prepared file by hand (as a new feature version would), then ask
+    # DVC what is stale: only that modality's training and the evaluation
+    assert run(["dvc", "unprotect", "data/prepared"], repo, env).returncode == 0
+    path = repo / "data/prepared/kar.npz"
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["train.features"] = arrays["train.features"] * 2
+    np.savez(path, **arrays)
+    status = run(["dvc", "status", "--json"], repo, env)
+    stale = set(json.loads(status.stdout))
+    assert {"train@kar", "prepare"} <= stale
+    assert "train@fou" not in stale and "train@mor" not in stale
+    third = run(["dvc", "repro", "train@kar", "train@fou", "train@mor", "--single-item"],
+                repo, env)
+    assert third.returncode == 0, third.stderr
+    assert "Running stage 'train@kar'" in third.stdout
+    assert "Running stage 'train@fou'" not in third.stdout
+
 
 def test_an_edited_feature_file_is_noticed(tmp_path):
     """Your own npz file is outside DVC's view: editing it in place still reruns what it feeds."""
@@ -63,28 +82,6 @@ def test_an_edited_feature_file_is_noticed(tmp_path):
     assert "prepare" in json.loads(status.stdout)
     assert run(["dvc", "repro", "prepare"], tmp_path).returncode == 0
     assert (tmp_path / "data/prepared/manifest.json").read_text() != before
-
-
-def test_changing_one_modalitys_data_retrains_it_alone(repo, uci_cache):
-    env = {"DRCL_CACHE_DIR": str(uci_cache)}
-    assert run(["dvc", "repro"], repo, env).returncode == 0
-    # replace one modality's prepared file by hand (as a new feature version would), then ask
-    # DVC what is stale: only that modality's training and the evaluation
-    assert run(["dvc", "unprotect", "data/prepared"], repo, env).returncode == 0
-    path = repo / "data/prepared/kar.npz"
-    with np.load(path) as npz:
-        arrays = dict(npz)
-    arrays["train.features"] = arrays["train.features"] * 2
-    np.savez(path, **arrays)
-    status = run(["dvc", "status", "--json"], repo, env)
-    stale = set(json.loads(status.stdout))
-    assert {"train@kar", "prepare"} <= stale
-    assert "train@fou" not in stale and "train@mor" not in stale
-    third = run(["dvc", "repro", "train@kar", "train@fou", "train@mor", "--single-item"],
-                repo, env)
-    assert third.returncode == 0, third.stderr
-    assert "Running stage 'train@kar'" in third.stdout
-    assert "Running stage 'train@fou'" not in third.stdout
 
 
 def outputs(repo) -> dict[str, bytes]:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from drcl.profiles import apply_profile
+from drcl.profiles import apply_profile, read_profile
 
 pytestmark = pytest.mark.slow
 
@@ -217,7 +217,7 @@ def write_raw_items(folder: Path) -> list[str]:
     return ids
 
 
-def write_wikipedia_slice(dest: Path, *, train: int = 200, test: int = 280) -> Path:
+def write_wikipedia_slice(dest: Path, *, train: int = 120, test: int = 260) -> Path:
     """The first rows of the real release in its own layout: the README's commands unchanged,
     a fraction of the work (the protocol keeps 231 test rows for validation)."""
     from scipy.io import loadmat, savemat
@@ -330,7 +330,11 @@ def scenario_profiles(project, tmp_path):
     assert set(metrics(p)["map_all"]) == {"mean", "image->text", "text->image"}
     experiments = subprocess.run(["dvc", "exp", "list", "--name-only"], cwd=p.root, env=p.env,
                                  capture_output=True, text=True, check=True).stdout.split()
-    assert len(experiments) == 3
+    assert len(experiments) == 2
+    # the profile and the -S settings name the same data set
+    lda = read_profile(p.root / "params" / "wikipedia_lda.yaml")["data"]
+    assert (lda["source"], lda["path"], lda["modalities"]) == (
+        "wikipedia_svcl", "data/wikipedia", ["image", "text"])
 
 
 def scenario_s3(project, s3_server):

@@ -82,7 +82,7 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     assert (evaluation / "plots/images/pr_curves.png").stat().st_size > 1000
     assert sorted(p.stem for p in (evaluation / "models/encoders").iterdir()) == sorted(SLICE)
     saved = yaml.safe_load((evaluation / "params.yaml").read_text())
-    assert set(saved) == {"device", "evaluate", "tracking"}
+    assert set(saved) == {"device", "precision", "evaluate", "tracking"}
 
     summary_md = next((run_dir / "evaluate").glob("summary*")).read_text()
     assert "| fou |" in summary_md and "map_all" in summary_md
