@@ -18,7 +18,7 @@ from drcl.config import Params
 from drcl.data.dataset import ModalityData
 from drcl.errors import DrclError
 from drcl.losses import gce_q, generalized_cross_entropy
-from drcl.model import Encoder, EncoderSpec, input_statistics
+from drcl.model import Encoder, EncoderSpec, adam, input_statistics
 from drcl.runtime import compute_dtype, seed_everything, stage_seed
 from drcl.standardization import StandardizeChoice, choose_standardization
 
@@ -73,8 +73,7 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
     encoder = Encoder(spec, mean=mean, std=std,
                       compute_dtype=compute_dtype(params.precision, device)).to(device)
     prior = torch.nn.Parameter(initial_prior.clone().to(device))
-    optimizer = torch.optim.Adam([*encoder.parameters(), prior], lr=params.prior.lr,
-                                 betas=(0.5, 0.999))
+    optimizer = adam([*encoder.parameters(), prior], lr=params.prior.lr)
     x, y = split_tensors(data.train, device)
     xs, ys = (x, y) if params.prior.score_split == "train" else split_tensors(data.val, device)
     batch = params.train.batch_size

@@ -26,7 +26,7 @@ from drcl.batching import ordered_batches, shuffled_batches
 from drcl.config import Params
 from drcl.data.dataset import ModalityData
 from drcl.losses import gce_q, generalized_cross_entropy
-from drcl.model import Encoder, EncoderSpec, input_statistics
+from drcl.model import Encoder, EncoderSpec, adam, input_statistics
 from drcl.runtime import compute_dtype, seed_everything, stage_seed
 
 PROBE_HIDDEN = 256
@@ -120,8 +120,7 @@ def probe_scores(data: ModalityData, params: Params, device: torch.device, *,
     encoder = Encoder(spec, mean=mean, std=std,
                       compute_dtype=compute_dtype(params.precision, device)).to(device)
     prior = orthogonal_init(params.model.common_dim, labels.shape[1], seed=seed).to(device)
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=params.train.lr_for(data.name),
-                                 betas=(0.5, 0.999))
+    optimizer = adam(encoder.parameters(), lr=params.train.lr_for(data.name))
     x = torch.as_tensor(features, dtype=torch.float32, device=device)
     y = torch.as_tensor(labels, dtype=torch.float32, device=device)
     encoder.train()

@@ -20,7 +20,7 @@ from drcl.data.dataset import ModalityData
 from drcl.errors import DrclError
 from drcl.losses import gce_q, rsc_loss
 from drcl.metrics import mean_average_precision
-from drcl.model import Encoder, EncoderSpec, input_statistics
+from drcl.model import Encoder, EncoderSpec, adam, input_statistics
 from drcl.runtime import compute_dtype, seed_everything, stage_seed
 from drcl.standardization import StandardizeChoice, choose_standardization
 
@@ -68,8 +68,7 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
                        hidden_dim=params.model.hidden_dim, common_dim=prior.shape[0])
     encoder = Encoder(spec, mean=mean, std=std,
                       compute_dtype=compute_dtype(params.precision, device)).to(device)
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.lr_for(data.name),
-                                 betas=(0.5, 0.999))
+    optimizer = adam(encoder.parameters(), lr=cfg.lr_for(data.name))
     w = prior.to(device).float()
     w_pinv = prior_pseudo_inverse(prior).to(device)
     x, y = split_tensors(data.train, device)

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from drcl.errors import DrclError
-from drcl.model import Encoder, EncoderSpec, embed, input_statistics, load_encoder, save_encoder
+from drcl.model import (
+    Encoder,
+    EncoderSpec,
+    adam,
+    embed,
+    input_statistics,
+    load_encoder,
+    save_encoder,
+)
 
 SPEC = EncoderSpec(modality="img", input_dim=9, hidden_dim=12, common_dim=5)
 
@@ -121,3 +129,21 @@ def test_a_damaged_prior_is_refused(tmp_path):
     _damage(tmp_path / "prior.safetensors", "flipped")
     with pytest.raises(DrclError, match="prior.safetensors: the prior file's tensors do not match"):
         load_prior(tmp_path / "prior.safetensors")
+
+
+def test_the_fused_adam_makes_the_per_tensor_loops_update():
+    torch.manual_seed(0)
+    spec = EncoderSpec("img", input_dim=6, hidden_dim=8, common_dim=4)
+    fused, loop = Encoder(spec), Encoder(spec)
+    loop.load_state_dict(fused.state_dict())
+    opt_fused = adam(fused.parameters(), lr=1e-2)
+    opt_loop = torch.optim.Adam(loop.parameters(), lr=1e-2, betas=(0.5, 0.999), foreach=False)
+    assert opt_fused.defaults["fused"] and opt_fused.defaults["betas"] == (0.5, 0.999)
+    x = torch.randn(16, 6)
+    for _ in range(5):
+        for model, opt in ((fused, opt_fused), (loop, opt_loop)):
+            opt.zero_grad()
+            model(x)[:, 0].sum().backward()
+            opt.step()
+    for a, b in zip(fused.parameters(), loop.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
