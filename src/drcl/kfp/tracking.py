@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 KFP_RUN_TAG = "drcl.kfp_run_id"
 _FINAL_STATUS = {"SUCCEEDED": "FINISHED", "CANCELED": "KILLED", "CANCELLED": "KILLED"}
-RESULT_GROUPS = ("seed", "data", "model", "prior", "train", "evaluate", "extract")
+RESULT_GROUPS = ("seed", "precision", "data", "model", "prior", "train", "evaluate", "extract")
 """The params groups that change what a run computes (not tracking, registry or the gate)."""
 
 
@@ -46,10 +46,34 @@ class Resolved:
 
 
 def _code_version() -> str:
+    """The package version and a hash of its Python sources (the library, the components and
+    the pipeline): an edited checkout is other code even before its version changes."""
+    import drcl
+
     try:
-        return version("drcl")
+        number = version("drcl")
     except PackageNotFoundError:
-        return "unknown"
+        number = "unknown"
+    folders = [Path(drcl.__file__).parent, *(Path(p).parent for p in _subpackage_files())]
+    return f"{number}+{sources_digest(folders)[:16]}"
+
+
+def sources_digest(folders: list[Path]) -> str:
+    """sha256 over every .py file below the folders, by relative path and content."""
+    digest = hashlib.sha256()
+    for index, folder in enumerate(folders):
+        for path in sorted(folder.rglob("*.py")):
+            name = f"{index}/{path.relative_to(folder).as_posix()}"
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _subpackage_files() -> list[str]:
+    """drcl.components and drcl.pipelines live beside src/ in a checkout."""
+    import drcl.components
+    import drcl.pipelines
+
+    return [drcl.components.__file__, drcl.pipelines.__file__]
 
 
 def resolve_run(params: Params, *, root: Path = Path(".")) -> Resolved:
