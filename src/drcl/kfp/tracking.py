@@ -54,7 +54,7 @@ def _code_version() -> str:
         number = version("drcl")
     except PackageNotFoundError:
         number = "unknown"
-    folders = [Path(drcl.__file__).parent, *(Path(p).parent for p in _subpackage_files())]
+    folders = [Path(drcl.__file__).parent, *_subpackage_folders()]
     return f"{number}+{sources_digest(folders)[:16]}"
 
 
@@ -68,12 +68,14 @@ def sources_digest(folders: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _subpackage_files() -> list[str]:
-    """drcl.components and drcl.pipelines live beside src/ in a checkout."""
-    import drcl.components
-    import drcl.pipelines
+def _subpackage_folders() -> list[Path]:
+    """drcl.components and drcl.pipelines live beside src/ in a checkout. Found, not imported:
+    a task runs inside kfp's executor, where importing the pipeline would re-enter kfp."""
+    from importlib.util import find_spec
 
-    return [drcl.components.__file__, drcl.pipelines.__file__]
+    found = (find_spec(name) for name in ("drcl.components", "drcl.pipelines"))
+    return [Path(folder) for spec in found if spec is not None
+            for folder in spec.submodule_search_locations or ()]
 
 
 def resolve_run(params: Params, *, root: Path = Path(".")) -> Resolved:
