@@ -35,7 +35,7 @@ def tiny_params():
     """Small widths and few epochs: the whole method in a second or two."""
     def build(**overrides):
         raw = {
-            "seed": 0, "device": "cpu",
+            "seed": 0, "device": "cpu", "precision": "fp32",  # the same on any hardware
             "model": {"hidden_dim": 32, "common_dim": 16},
             "train": {"epochs": 5, "batch_size": 32, "lr": 1e-3},
         }

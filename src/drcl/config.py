@@ -342,7 +342,7 @@ class Params(_Strict):
 
     seed: Annotated[int, Field(ge=0)] = 0
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")] = "auto"
-    precision: Literal["fp32", "tf32", "bf16", "auto"] = "fp32"
+    precision: Literal["fp32", "tf32", "bf16", "auto"] = "auto"
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     prior: PriorParams = PriorParams()

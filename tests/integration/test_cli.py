@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 from drcl.cli import app
 from drcl.model import read_metadata
+from drcl.runtime import resolved_precision
 from tests.integration.project import write_params
 
 MODALITIES = ["image", "text", "audio"]
+CPU = torch.device("cpu")
 
 
 def drcl(*args: str):
@@ -70,7 +73,7 @@ def test_orthogonal_prior_baseline(project):
     run_pipeline()
     prior = json.loads((project / "metrics/prior.json").read_text())
     assert prior == {"method": "orthogonal", "chosen": None, "scores": {}, "best_epoch": {},
-                     "standardize": {}, "precision": "fp32"}
+                     "standardize": {}, "precision": resolved_precision("auto", CPU)}
 
 
 def test_bf16_runs_every_stage_and_says_so(project):
