@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import random
 import zlib
-from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -28,8 +27,9 @@ def bf16_is_fast(device: torch.device) -> bool:
     AMX. Elsewhere torch emulates bf16, slower than float32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    if device.type == "cpu":  # torch's own CPU feature probes (private: absent means no)
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
     return False
 
 
@@ -60,7 +60,8 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
-def autocast(device: torch.device | str, dtype: torch.dtype | None) -> AbstractContextManager:
+def autocast(device: torch.device | str,
+             dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to `dtype` on `device`'s kind, or nothing at all for float32 (dtype None)."""
     if dtype is None:
         return contextlib.nullcontext()
