@@ -89,3 +89,17 @@ def test_features_of_another_precision_are_cached_apart():
         half = make_extractor(name, image_size=224, batch_size=8, device="cpu",
                               compute_dtype=torch.bfloat16)
         assert half.fingerprint == full.fingerprint + "-bfloat16"
+
+
+def test_bf16_on_a_gpu_without_it_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla T4")
+    cuda = torch.device("cuda")
+    with pytest.raises(DrclError, match=r"^precision: bf16 requested but Tesla T4 has no bf16 "
+                                        r"support; use fp32 or tf32$"):
+        compute_dtype("bf16", cuda)
+    assert compute_dtype("auto", cuda) is None  # auto falls back to float32 there
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert compute_dtype("tf32", cuda) is None and torch.backends.cuda.matmul.allow_tf32 is True
+    compute_dtype("fp32", cuda)  # and back off
+    assert torch.backends.cuda.matmul.allow_tf32 is False
