@@ -38,7 +38,7 @@ from drcl.layout import Layout
 from drcl.metrics import direction_report
 from drcl.model import Encoder, embed, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
-from drcl.registry import ENCODER_FILE, PRIOR_FILE, EncoderSet, Member, Registry
+from drcl.registry import EncoderSet, Member, Registry
 from drcl.runtime import compute_dtype, resolve_device
 from drcl.stages.train import train_modality
 from drcl.tracking import git_commit, metric_key, stage_run
@@ -145,7 +145,7 @@ def _local(layout: Layout, modality: str, device: torch.device, extractor: str,
 def _champion_encoders(registry: Registry, champion: EncoderSet, dest: Path,
                        device: torch.device, dtype: torch.dtype | None) -> dict[str, _Loaded]:
     loaded = registry.load_members(champion, dest, device=device, compute_dtype=dtype)
-    return {m: _Loaded(x.encoder, x.folder / ENCODER_FILE, champion.prior_sha256, x.extractor)
+    return {m: _Loaded(x.encoder, x.weights, champion.prior_sha256, x.extractor)
             for m, x in loaded.items()}
 
 
@@ -255,7 +255,7 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                 raise DrclError(f"registry: {registry.set_model} has no champion yet; promote a "
                                 "full set first (`drcl promote`)")
             prior_sha = champion.prior_sha256
-            prior_file = next(iter(champions.values())).path.parent / PRIOR_FILE
+            prior_file = registry.prior_of(champion, workdir / f"prior-{champion.version}")
             _same_prior(candidates, prior_sha, f"the champions' prior ({registry.set_model} "
                         f"v{champion.version})", "train it against theirs with "
                         "`drcl add-modality --modality {m}`")
@@ -306,6 +306,8 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                 run_id, prior=prior_file, prior_sha256=prior_sha, members=members,
                 member_priors={m: prior_sha if m not in candidates else candidates[m].prior_sha256
                                for m in members},
+                weights={m: new_set[m].path for m in members},
+                extractors={m: new_set[m].extractor for m in members},
                 record=_record(decision, champion, table, champion_table, test_table, manifest,
                                params.promotion.split),
                 tags=_set_tags(decision, champion, manifest, layout, params.promotion.split,
@@ -410,13 +412,7 @@ def champion_prior(registry: Registry, dest: Path) -> tuple[EncoderSet, Path]:
     if champion is None:
         raise DrclError(f"registry: {registry.set_model} has no champion yet; promote a full "
                         "set first (`drcl promote`)")
-    member = next(iter(champion.members.values()))
-    path = registry.download(member, dest) / PRIOR_FILE
-    prior, _ = load_prior(path)
-    if prior_checksum(prior) != champion.prior_sha256:
-        raise DrclError(f"registry: the prior stored with {member.model} v{member.version} does "
-                        f"not match the set's checksum {champion.prior_sha256[:12]}")
-    return champion, path
+    return champion, registry.prior_of(champion, dest)
 
 
 def add_modality(params: Params, layout: Layout, *, modality: str,

@@ -3,12 +3,15 @@
 With `registry.name` = NAME:
 
 - `NAME-encoder-<modality>` holds one version per distinct encoder file. A version stands alone:
-  its artifacts are the weights (`encoder.safetensors`, spec and prior checksum inside), the prior
-  W it was trained against (`prior.safetensors`) and `encoder.json`; its tags give the modality,
-  input width, expected feature extractor, prior and data checksums and MAP figures.
+  its artifacts are an MLflow Model (drcl.serving) holding the weights (`encoder.safetensors`,
+  spec and prior checksum inside), the prior W it was trained against (`prior.safetensors`) and
+  `encoder.json`; its tags give the modality, input width, expected feature extractor, prior and
+  data checksums and MAP figures.
 - `NAME-set` holds one version per candidate set: the member encoder versions and the prior they
-  share (tags `drcl.members`, `drcl.prior_sha256`; `set.json` and `prior.safetensors` as
-  artifacts). A set is only ever built from encoders of one prior (`_check_one_prior`).
+  share (tags `drcl.members`, `drcl.prior_sha256`); its artifacts are an MLflow Model of the
+  whole set (every member's weights, the prior, `set.json`), so `models:/NAME-set@champion`
+  loads and serves as it is. A set is only ever built from encoders of one prior
+  (`_check_one_prior`).
 - The alias `champion` of `NAME-set` is the single commit point: moving it is one write, so the
   champions are always one consistent set; it alone is authoritative. The rest is derived from
   it and rewritten by every promote and rollback (whatever their outcome): `previous` (the
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tempfile
 import time
 import uuid
@@ -42,6 +44,12 @@ from drcl.model import Encoder, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.processes import identity
 from drcl.registry_lock import TicketLock
+from drcl.serving.package import (
+    PackagedMember,
+    member_weights,
+    prior_file,
+    write_model,
+)
 from drcl.tracking import connect, experiment_id, mlflow_errors, registry_uri
 
 if TYPE_CHECKING:
@@ -50,8 +58,6 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
-ENCODER_FILE = "encoder.safetensors"
-PRIOR_FILE = "prior.safetensors"
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,10 @@ class Member:
 
     modality: str
     model: str
-    version: str
+    version: str  # "" inside the version being registered, which has no number yet
+
+    def describe(self) -> str:
+        return f"{self.model} v{self.version}" if self.version else self.model
 
 
 @dataclass(frozen=True)
@@ -78,12 +87,33 @@ class EncoderSet:
 
 @dataclass(frozen=True)
 class LoadedMember:
-    """A set member downloaded into `folder` (weights and W) and loaded."""
+    """A set member loaded from its checked weights file."""
 
     member: Member
     encoder: Encoder
-    folder: Path
+    weights: Path
     extractor: str
+
+
+def load_verified(weights: Path, prior: Path, *, what: str, weights_sha256: str | None,
+                  prior_sha256: str, device: torch.device,
+                  compute_dtype: torch.dtype | None = None) -> Encoder:
+    """A registered encoder, loaded only if its weights are those registered and it and the W
+    stored beside it both carry the set's prior."""
+    if not weights.is_file() or file_sha256(weights) != weights_sha256:
+        raise DrclError(f"registry: {what}: the stored weights differ from those registered "
+                        "(drcl.weights_sha256); the artifact is damaged or missing: promote a "
+                        "good set, or roll back")
+    try:
+        encoder = load_encoder(weights, device=device, compute_dtype=compute_dtype)
+        stored = prior_checksum(load_prior(prior)[0])
+    except DrclError as exc:  # the message names a temporary download folder
+        reason = str(exc).split(": ", 1)[-1]
+        raise DrclError(f"registry: {what}: {reason}") from None
+    claimed = read_metadata(weights).get("prior_sha256")
+    if {claimed, stored} != {prior_sha256}:
+        raise DrclError(f"registry: {what} does not carry the set's prior {prior_sha256[:12]}")
+    return encoder
 
 
 def _check_one_prior(prior_sha256: str, member_priors: Mapping[str, str]) -> None:
@@ -158,25 +188,30 @@ class Registry:
             what = f"{member.model} v{member.version}"
             with mlflow_errors(self.client, f"reading {what}"):
                 tags = self.client.get_model_version(member.model, member.version).tags
-            folder = self.download(member, dest / f"{member.model}-{member.version}")
-            weights = folder / ENCODER_FILE
-            if not weights.is_file() or file_sha256(weights) != tags.get("drcl.weights_sha256"):
-                raise DrclError(f"registry: {what}: the stored weights differ from those "
-                                "registered (drcl.weights_sha256); the artifact is damaged or "
-                                "missing: promote a good set, or roll back")
-            try:
-                encoder = load_encoder(weights, device=device, compute_dtype=compute_dtype)
-                stored = prior_checksum(load_prior(folder / PRIOR_FILE)[0])
-            except DrclError as exc:  # the message names a temporary download folder
-                reason = str(exc).split(": ", 1)[-1]
-                raise DrclError(f"registry: {what}: {reason}") from None
-            claimed = read_metadata(weights).get("prior_sha256")
-            if {claimed, stored} != {encoder_set.prior_sha256}:
-                raise DrclError(f"registry: {what} does not carry the set's prior "
-                                f"{encoder_set.prior_sha256[:12]}")
-            out[modality] = LoadedMember(member, encoder, folder,
+            root = self.download(member, dest / f"{member.model}-{member.version}")
+            weights = member_weights(root, modality)
+            encoder = load_verified(weights, prior_file(root), what=what,
+                                    weights_sha256=tags.get("drcl.weights_sha256"),
+                                    prior_sha256=encoder_set.prior_sha256, device=device,
+                                    compute_dtype=compute_dtype)
+            out[modality] = LoadedMember(member, encoder, weights,
                                          tags.get("drcl.extractor", "precomputed"))
         return out
+
+    def prior_of(self, encoder_set: EncoderSet, dest: Path) -> Path:
+        """The set's prior W on disk (the copy stored with a member), checked against the
+        set's checksum."""
+        member = next(iter(encoder_set.members.values()))
+        path = prior_file(self.download(member, dest))
+        try:
+            prior, _ = load_prior(path)
+        except DrclError as exc:  # the message names a temporary download folder
+            raise DrclError(f"registry: {member.describe()}: "
+                            f"{str(exc).split(': ', 1)[-1]}") from None
+        if prior_checksum(prior) != encoder_set.prior_sha256:
+            raise DrclError(f"registry: the prior stored with {member.describe()} does not match "
+                            f"the set's checksum {encoder_set.prior_sha256[:12]}")
+        return path
 
     def download(self, member: Member, dest: Path) -> Path:
         """A member's artifacts (weights, prior, encoder.json) in `dest`; returns the folder."""
@@ -216,10 +251,10 @@ class Registry:
                 return Member(modality, model, str(min(int(v.version) for v in same)))
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp) / modality
-                folder.mkdir()
-                shutil.copyfile(encoder, folder / ENCODER_FILE)
-                shutil.copyfile(prior, folder / PRIOR_FILE)
-                (folder / "encoder.json").write_text(json.dumps(info, indent=2) + "\n")
+                write_model(folder, members={modality: PackagedMember(
+                    modality, model, "", encoder, str(info.get("extractor", "precomputed")))},
+                    prior=prior, prior_sha256=str(info["prior_sha256"]),
+                    record_name="encoder.json", record=info)
                 self.client.log_artifacts(run_id, str(folder), f"encoders/{modality}")
             version = self.client.create_model_version(
                 model, f"runs:/{run_id}/encoders/{modality}", run_id=run_id, tags=dict(tags))
@@ -227,9 +262,11 @@ class Registry:
 
     def create_set(self, run_id: str, *, prior: Path, prior_sha256: str,
                    members: Mapping[str, Member], member_priors: Mapping[str, str],
+                   weights: Mapping[str, Path], extractors: Mapping[str, str],
                    record: Mapping[str, object], tags: Mapping[str, str]) -> EncoderSet:
-        """The set version of these members: an existing one, else a new (not yet champion)
-        one. Refuses members of another prior."""
+        """The set version of these members (their weights files at hand, checked when they
+        were loaded): an existing one, else a new (not yet champion) one, written as an MLflow
+        Model of the whole set. Refuses members of another prior."""
         _check_one_prior(prior_sha256, member_priors)
         listing = {m: {"model": x.model, "version": x.version} for m, x in members.items()}
         key = hashlib.sha256(json.dumps([prior_sha256, listing], sort_keys=True).encode())
@@ -242,10 +279,11 @@ class Registry:
             if same:
                 return self.read_set(str(min(int(v.version) for v in same)))
             folder = Path(tmp) / "set"
-            folder.mkdir()
-            shutil.copyfile(prior, folder / PRIOR_FILE)
-            (folder / "set.json").write_text(json.dumps(
-                {"prior_sha256": prior_sha256, "members": listing, **record}, indent=2) + "\n")
+            write_model(folder, members={m: PackagedMember(m, x.model, x.version, weights[m],
+                                                           extractors[m])
+                                         for m, x in members.items()},
+                        prior=prior, prior_sha256=prior_sha256, record_name="set.json",
+                        record={"prior_sha256": prior_sha256, "members": listing, **record})
             self.client.log_artifacts(run_id, str(folder), "set")
             all_tags = {"drcl.members": json.dumps(listing, sort_keys=True),
                         "drcl.members_key": key.hexdigest(), "drcl.prior_sha256": prior_sha256,

@@ -12,6 +12,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,10 @@ from drcl.errors import DrclError
 from drcl.model import Encoder, embed
 from drcl.registry import EncoderSet, LoadedMember, Registry
 from drcl.runtime import compute_dtype, resolve_device
+from drcl.serving.schema import Match
+
+if TYPE_CHECKING:
+    from drcl.extract.manifest import Item
 
 INDEX_FORMAT = "drcl-index/1"
 
@@ -72,7 +77,6 @@ def read_raw(path: Path, *, modality: str, extractor: str, params: Params,
     if extractor == "precomputed":
         raise DrclError(f"{path}: the champion {modality} encoder takes precomputed features; "
                         "give a .npy or .npz file without --raw")
-    from drcl.extract.extractors import ItemError, make_extractor
     from drcl.extract.manifest import Item
 
     if path.is_dir():
@@ -89,17 +93,32 @@ def read_raw(path: Path, *, modality: str, extractor: str, params: Params,
         raise DrclError(f"{path}: no such file or folder")
     if not items:
         raise DrclError(f"{path}: no items to search with")
-    chosen = make_extractor(extractor, image_size=params.extract.image_size,
-                            batch_size=params.extract.batch_size, device=str(device),
-                            compute_dtype=compute_dtype(params.precision, device))
+    values = extract_raw(items, extractor=extractor, device=device,
+                         dtype=compute_dtype(params.precision, device),
+                         image_size=params.extract.image_size,
+                         batch_size=params.extract.batch_size)
+    return Features(values, [item.id for item in items], path)
+
+
+def extract_raw(items: list[Item], *, extractor: str, device: torch.device,
+                dtype: torch.dtype | None, image_size: int | None = None,
+                batch_size: int | None = None) -> np.ndarray:
+    """Features of raw items (image files, texts) by the named extractor; an item it cannot
+    read is an error naming the item."""
+    from drcl.config import ExtractParams
+    from drcl.extract.extractors import ItemError, make_extractor
+
+    defaults = ExtractParams()
+    chosen = make_extractor(extractor, image_size=image_size or defaults.image_size,
+                            batch_size=batch_size or defaults.batch_size, device=str(device),
+                            compute_dtype=dtype)
     payloads = []
     for item in items:
         try:
             payloads.append(chosen.load(item)[1])
         except ItemError as exc:
             raise DrclError(f"{item.where}: {exc}") from None
-    values = np.asarray(chosen.embed(payloads), dtype=np.float32)
-    return Features(values, [item.id for item in items], path)
+    return np.asarray(chosen.embed(payloads), dtype=np.float32)
 
 
 def _best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,14 +180,18 @@ class Index:
     meta: dict
 
 
-def _embed_checked(loaded: LoadedMember, features: Features, device: torch.device) -> torch.Tensor:
+def check_width(loaded: LoadedMember, width: int, where: str) -> None:
+    """Features must be as wide as the encoder's input."""
     encoder: Encoder = loaded.encoder
-    if features.values.shape[1] != encoder.spec.input_dim:
-        raise DrclError(f"{features.source}: {features.values.shape[1]}-d features, but the "
-                        f"champion {loaded.member.modality} encoder ({loaded.member.model} "
-                        f"v{loaded.member.version}) takes {encoder.spec.input_dim}-d "
-                        f"{loaded.extractor} features")
-    return embed(encoder, features.values, device=device)
+    if width != encoder.spec.input_dim:
+        raise DrclError(f"{where}: {width}-d features, but the {loaded.member.modality} "
+                        f"encoder ({loaded.member.describe()}) takes "
+                        f"{encoder.spec.input_dim}-d {loaded.extractor} features")
+
+
+def _embed_checked(loaded: LoadedMember, features: Features, device: torch.device) -> torch.Tensor:
+    check_width(loaded, features.values.shape[1], str(features.source))
+    return embed(loaded.encoder, features.values, device=device)
 
 
 def _champions(params: Params, root: Path, modalities: list[str], dest: Path,
@@ -191,10 +214,13 @@ def build_index(params: Params, *, modality: str, features: Features, out: Path,
     with tempfile.TemporaryDirectory() as tmp:
         champion, loaded = _champions(params, root, [modality], Path(tmp), device)
         embeddings = _embed_checked(loaded[modality], features, device).cpu().numpy()
+        weights_sha256 = file_sha256(loaded[modality].weights)
     member = loaded[modality].member
     meta = {"format": INDEX_FORMAT, "modality": modality, "model": member.model,
             "version": member.version, "set_version": champion.version,
-            "prior_sha256": champion.prior_sha256, "source": features.source.name,
+            "prior_sha256": champion.prior_sha256,
+            "weights_sha256": weights_sha256,
+            "source": features.source.name,
             "source_sha256": file_sha256(features.source)}
     with atomic_path(out) as tmp_path, tmp_path.open("wb") as fh:
         np.savez(fh, embeddings=embeddings, ids=np.asarray(features.ids, dtype=np.str_),
@@ -237,9 +263,9 @@ class SearchResult:
         return json.dumps({
             "query_modality": self.query_modality, "database_modality": self.database_modality,
             "champion_set": self.set_version,
-            "results": [{"query": q, "matches": [{"rank": r, "id": i, "score": round(s, 6)}
-                                                 for r, (i, s) in enumerate(found, 1)]}
-                        for q, found in self.matches]}, indent=2)
+            "results": [{"query": q, "matches": [
+                Match(rank=r, id=i, score=round(s, 6)).model_dump()
+                for r, (i, s) in enumerate(found, 1)]} for q, found in self.matches]}, indent=2)
 
     def to_table(self) -> str:
         rows = [(q, str(r), i, f"{s:.4f}") for q, found in self.matches

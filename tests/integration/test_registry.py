@@ -70,14 +70,16 @@ def test_first_promotion_registers_a_set_that_stands_alone(projects, tmp_path, c
         assert v["drcl.input_dim"] == read_metadata(a / f"models/encoders/{m}.safetensors")[
             "input_dim"]
         assert 0 < float(v["drcl.map_all.mean"]) <= 1 and v["drcl.dataset_sha256"]
-        # loaded by alias alone: weights, W and description come with the version
+        # loaded by alias alone: an MLflow Model with the weights, W and description inside
         folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model}@champion",
                                                           tracking_uri=client.tracking_uri,
                                                           registry_uri=client.tracking_uri))
-        assert {p.name for p in folder.iterdir()} == {"encoder.safetensors",
-                                                      "prior.safetensors", "encoder.json"}
-        assert load_encoder(folder / "encoder.safetensors").spec.modality == m
-        assert json.loads((folder / "encoder.json").read_text())["prior_sha256"] == prior
+        assert (folder / "MLmodel").is_file()
+        files = folder / "artifacts" / "drcl"
+        assert {p.name for p in files.iterdir()} == {m, "prior.safetensors", "encoder.json",
+                                                     "drcl-model.json"}
+        assert load_encoder(files / m / "encoder.safetensors").spec.modality == m
+        assert json.loads((files / "encoder.json").read_text())["prior_sha256"] == prior
     report = json.loads((a / "metrics/promotion.json").read_text())
     assert report["verdict"] == "champion" and report["set_version"] == "1"
     assert len(report["map_all"]) == 1 + len(MODALITIES) * (len(MODALITIES) - 1)
@@ -408,7 +410,7 @@ def test_search_refuses_a_stale_index_and_bad_input(projects, tmp_path, client, 
         ((*search, "index.npz", "-d", "audio"), "index.npz: an index of 'text', not 'audio'"),
         ((*search, "texts.npy"), "texts.npy: plain features: name their modality"),
         (("search", "-q", "image", "--queries", "text-queries.npy", "--database", "texts.npy",
-          "-d", "text"), "text-queries.npy: 6-d features, but the champion image encoder"),
+          "-d", "text"), "text-queries.npy: 6-d features, but the image encoder (drcl-encoder-image v2)"),
         ((*search, "texts.npy", "-d", "video"), "has no encoder for 'video'"),
         (("index", "-m", "text", "--features", "texts.npy", "--out", "index.bin"),
          "index.bin: an index file is written as .npz"),
@@ -495,7 +497,7 @@ def test_a_damaged_registry_artifact_names_the_model_version(projects, tmp_path,
     search = ("search", "-q", "text", "--queries", "queries.npy", "--database", "texts.npy",
               "-d", "text", "-k", "2")
     assert drcl(a, monkeypatch, *search).exit_code == 0
-    stored = [p for p in a.rglob("encoder.safetensors") if "/text/" in str(p)]
+    stored = [p for p in a.rglob("encoder.safetensors") if "/encoders/text/" in str(p)]
     assert len(stored) == 1, stored  # the registered text encoder, in the artifact store
     data = bytearray(stored[0].read_bytes())
     data[-40] ^= 0x01
@@ -503,7 +505,6 @@ def test_a_damaged_registry_artifact_names_the_model_version(projects, tmp_path,
     message = one_error_line(drcl(a, monkeypatch, *search))
     assert "registry: drcl-encoder-text v1: the stored weights differ from those registered" \
         in message
-
 
 
 def test_history_and_rollback_to_any_earlier_set(projects, tmp_path, client, monkeypatch):

@@ -1,0 +1,169 @@
+"""The pyfunc model of a registered set or encoder: embed items, and search an index.
+
+MLflow loads it from `model_code.py`; `load_context` checks every weight file against the
+checksum in the version's manifest and the prior every member carries, as `drcl search` does.
+Model config (`mlflow.pyfunc.load_model(..., model_config=...)`): `device` (default cpu) and
+`precision` (default fp32), as in params.yaml.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+
+from drcl.errors import DrclError
+from drcl.extract.manifest import Item
+from drcl.registry import LoadedMember, Member, load_verified
+from drcl.runtime import compute_dtype, resolve_device
+from drcl.search import Index, check_width, extract_raw, read_index, top_k
+from drcl.serving.package import ENCODER_FILE, PAYLOAD, PRIOR_FILE, read_manifest
+from drcl.serving.schema import DEFAULT_PARAMS, Answer, Match, Query
+
+MAX_CACHED_INDEXES = 4
+
+
+@dataclass(frozen=True)
+class _Database:
+    index: Index
+    embeddings: torch.Tensor
+
+
+class DrclModel(mlflow.pyfunc.PythonModel):
+    """A set of encoders of one prior (one member for an encoder version)."""
+
+    def load_context(self, context: Any) -> None:
+        config = dict(context.model_config or {})
+        self.device = resolve_device(str(config.get("device", "cpu")))
+        dtype = compute_dtype(str(config.get("precision", "fp32")), self.device)
+        folder = Path(context.artifacts[PAYLOAD])
+        manifest = read_manifest(folder)
+        self.members: dict[str, LoadedMember] = {}
+        self.weights_sha256: dict[str, str] = {}
+        for modality, entry in manifest["members"].items():
+            member = Member(modality, entry["model"], entry["version"])
+            weights = folder / modality / ENCODER_FILE
+            encoder = load_verified(weights, folder / PRIOR_FILE, what=member.describe(),
+                                    weights_sha256=entry["weights_sha256"],
+                                    prior_sha256=manifest["prior_sha256"], device=self.device,
+                                    compute_dtype=dtype)
+            self.members[modality] = LoadedMember(member, encoder, weights, entry["extractor"])
+            self.weights_sha256[modality] = entry["weights_sha256"]
+        self.dtype = dtype
+        self._databases: OrderedDict[str, _Database] = OrderedDict()
+
+    def predict(self, context: Any, model_input: list[Query],
+                params: dict[str, Any] | None = None) -> list[Answer]:
+        """Embed each query, or (with params `database`) rank the database for it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.answer(model_input, {**DEFAULT_PARAMS, **(params or {})})
+        except DrclError as exc:  # the request's fault: a 400 with the one line
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+
+    def answer(self, queries: list[Query], params: dict[str, Any]) -> list[Answer]:
+        if not queries:
+            raise DrclError("request: no queries")
+        database = str(params.get("database") or "")
+        k = int(params.get("top_k", DEFAULT_PARAMS["top_k"]))
+        if database and k < 1:
+            raise DrclError(f"request: params top_k must be at least 1, got {k}")
+        names = [q.id if q.id is not None else str(i) for i, q in enumerate(queries)]
+        embedded = self._embed(queries, names)
+        if not database:
+            return [Answer(query=n, modality=q.modality, embedding=e.tolist())
+                    for n, q, e in zip(names, queries, embedded, strict=True)]
+        db = self._database(database)
+        scores, rows = top_k(torch.stack(embedded), db.embeddings, k=k, device=self.device)
+        ids = db.index.ids
+        return [Answer(query=n, modality=q.modality,
+                       matches=[Match(rank=r, id=ids[j], score=round(s, 6)) for r, (j, s) in
+                                enumerate(zip(row_j.tolist(), row_s.tolist(), strict=True), 1)])
+                for n, q, row_s, row_j in zip(names, queries, scores, rows, strict=True)]
+
+    def _embed(self, queries: list[Query], names: list[str]) -> list[torch.Tensor]:
+        """Each query's unit embedding, computed a modality (and a kind of input) at a time."""
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for i, (q, name) in enumerate(zip(queries, names, strict=True)):
+            if q.modality not in self.members:
+                raise DrclError(f"query {name}: no encoder for modality {q.modality!r} (this "
+                                f"model has {', '.join(self.members)})")
+            if (q.features is None) == (q.text is None):
+                raise DrclError(f"query {name}: give either features or text")
+            groups.setdefault((q.modality, q.text is not None), []).append(i)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(queries)
+        for (modality, is_text), rows in groups.items():
+            loaded = self.members[modality]
+            if is_text:
+                if loaded.extractor != "minilm":
+                    raise DrclError(f"query {names[rows[0]]}: the {modality} encoder takes "
+                                    f"{loaded.encoder.spec.input_dim}-d {loaded.extractor} "
+                                    "features, not text")
+                items = [Item(where=f"query {names[i]}", id=names[i], modality=modality,
+                              labels=(), text=queries[i].text) for i in rows]
+                values = extract_raw(items, extractor=loaded.extractor, device=self.device,
+                                     dtype=self.dtype)
+            else:
+                for i in rows:
+                    check_width(loaded, len(queries[i].features or ()), f"query {names[i]}")
+                values = np.asarray([queries[i].features for i in rows], dtype=np.float32)
+                if not np.isfinite(values).all():
+                    bad = next(names[i] for i, row in zip(rows, values, strict=True)
+                               if not np.isfinite(row).all())
+                    raise DrclError(f"query {bad}: features contain NaN or infinite values")
+            embedded = loaded.encoder(torch.as_tensor(values).to(self.device)).detach()
+            for i, row in zip(rows, embedded, strict=True):
+                out[i] = row
+        return out
+
+    def _database(self, reference: str) -> _Database:
+        """An index from `drcl index` by path or artifact URI, read once and kept."""
+        if reference in self._databases:
+            self._databases.move_to_end(reference)
+            return self._databases[reference]
+        path = Path(reference)
+        if "://" in reference or reference.startswith(("runs:/", "models:/")):
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    path = Path(mlflow.artifacts.download_artifacts(reference, dst_path=tmp))
+                except Exception as exc:  # noqa: BLE001 - any store's failure is one line
+                    raise DrclError(f"params database: cannot fetch {reference} "
+                                    f"({str(exc).splitlines()[0]})") from None
+                index = self._read(path, reference)
+        else:
+            index = self._read(path, reference)
+        modality = index.meta["modality"]
+        member = self.members.get(modality)
+        if member is None:
+            raise DrclError(f"params database: {reference} is an index of {modality!r}; this "
+                            f"model has {', '.join(self.members)}")
+        made_by = index.meta.get("weights_sha256")
+        same = made_by == self.weights_sha256[modality] if made_by else (
+            (index.meta["model"], index.meta["version"]) == (member.member.model,
+                                                             member.member.version))
+        if not same:
+            raise DrclError(f"params database: {reference} was built with {index.meta['model']} "
+                            f"v{index.meta['version']}, not this model's {modality} encoder "
+                            f"({member.member.describe()}); rebuild it with `drcl index`")
+        found = _Database(index, torch.as_tensor(index.embeddings).to(self.device))
+        self._databases[reference] = found
+        while len(self._databases) > MAX_CACHED_INDEXES:
+            self._databases.popitem(last=False)
+        return found
+
+    @staticmethod
+    def _read(path: Path, reference: str) -> Index:
+        if not path.is_file():
+            raise DrclError(f"params database: no index file at {reference}")
+        index = read_index(path)
+        if index is None:
+            raise DrclError(f"params database: {reference} is not an index; build one with "
+                            "`drcl index`")
+        return index
