@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -114,3 +115,36 @@ def seaweedfs_s3(workdir: Path, *, timeout: float = 60.0) -> Iterator[S3Server]:
 def env_without_aws() -> dict[str, str]:
     """The current environment minus AWS settings, so tests never reach a real account."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
+
+
+@contextmanager
+def running(cmd: list[str] | str, *, health: str, cwd: Path, env: dict[str, str], log: Path,
+            timeout: float = 90.0) -> Iterator[subprocess.Popen]:
+    """A server process (a command list, or a bash command line) in its own session, ready once
+    `health` answers; stopped, with everything it started, when the block ends."""
+    out = log.open("wb")
+    args = ["bash", "-c", cmd] if isinstance(cmd, str) else cmd
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args} exited with {proc.returncode}:\n"
+                                   f"{log.read_text(errors='replace')[-3000:]}")
+            try:
+                urllib.request.urlopen(health, timeout=1).close()
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} not up after {timeout}s") from None
+                time.sleep(0.3)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.close()

@@ -1,10 +1,15 @@
 """End to end through a real `mlflow server` on 127.0.0.1 whose artifacts go to a real
-SeaweedFS S3 server: register, promote, load by alias, index and search."""
+SeaweedFS S3 server: register, promote, load by alias, index and search; then the champion set
+loaded with plain MLflow and served by `mlflow models serve` over HTTP."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -18,6 +23,7 @@ from drcl.cli import EXIT_CHALLENGER, app
 from drcl.model import load_encoder
 from tests.integration.mlflow_server import mlflow_server
 from tests.integration.registry_helpers import MODALITIES
+from tests.services import HOST, free_ports, running
 
 pytestmark = pytest.mark.slow
 BUCKET = "drcl-artifacts"
@@ -63,11 +69,12 @@ def test_promote_load_by_alias_and_search_through_the_server(server, projects, t
     assert {a: str(v) for a, v in aliases.items()} == {"champion": "1", "challenger": "2"}
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")["Contents"]]
     for m in MODALITIES:
-        assert any(k.endswith(f"encoders/{m}/encoder.safetensors") for k in keys)
+        assert any(k.endswith(f"encoders/{m}/artifacts/drcl/{m}/encoder.safetensors")
+                   for k in keys)
         folder = Path(mlflow.artifacts.download_artifacts(
             f"models:/drcl-encoder-{m}@champion", dst_path=str(tmp_path / m),
             tracking_uri=url, registry_uri=url))
-        assert load_encoder(folder / "encoder.safetensors").spec.modality == m
+        assert load_encoder(folder / f"artifacts/drcl/{m}/encoder.safetensors").spec.modality == m
 
     with np.load(strong / "data/prepared/text.npz") as npz:
         np.savez(strong / "texts.npz", features=npz["test.features"],
@@ -88,3 +95,56 @@ def test_promote_load_by_alias_and_search_through_the_server(server, projects, t
     for row, label in zip(results, labels, strict=True):
         best = int(row["matches"][0]["id"].removeprefix("text-"))
         assert text_labels[best] == label
+
+    # the same set through MLflow alone: loaded by alias, then served by `mlflow models serve`
+    model = mlflow.pyfunc.load_model("models:/drcl-set@champion")
+    asked = [{"modality": "image", "features": row.tolist(), "id": str(i)}
+             for i, row in enumerate(np.load(strong / "images.npy"))]
+    index = str(strong / "texts-index.npz")
+    by_python = model.predict(asked, params={"database": index, "top_k": 5})
+    assert [[m.model_dump() for m in a.matches] for a in by_python] == [
+        r["matches"] for r in results]
+
+    (port,) = free_ports(1)
+    serve = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+             "models:/drcl-set@champion", "--env-manager", "local", "--host", HOST,
+             "--port", str(port)]
+    endpoint = f"http://{HOST}:{port}"
+    started = time.perf_counter()
+    with running(serve, health=endpoint + "/ping", cwd=tmp_path, env=dict(os.environ),
+                 log=tmp_path / "serve.log", timeout=120):
+        print(f"mlflow models serve ready in {time.perf_counter() - started:.1f} s")
+        status, found = post(endpoint, {"inputs": asked,
+                                        "params": {"database": index, "top_k": 5}})
+        assert status == 200, found
+        assert [a["query"] for a in found["predictions"]] == [r["query"] for r in results]
+        assert [a["matches"] for a in found["predictions"]] == [r["matches"] for r in results]
+        status, embedded = post(endpoint, {"inputs": asked[:2]})
+        assert status == 200 and len(embedded["predictions"][0]["embedding"]) == 16
+        good = asked[0]
+        for body, message in [
+            ({"inputs": [{**good, "features": good["features"][:3]}]},
+             "query 0: 3-d features, but the image encoder (drcl-encoder-image v1) takes 12-d "
+             "precomputed features"),
+            ({"inputs": [{**good, "modality": "video"}]},
+             "query 0: no encoder for modality 'video' (this model has image, text, audio)"),
+        ]:
+            status, answer = post(endpoint, body)
+            assert status == 400 and answer["message"] == message, (status, answer)
+        status, answer = post(endpoint, b'{"inputs": [{"modality": "image", "features": [1, 2')
+        assert status == 400 and "valid JSON" in answer["message"], answer
+        status, again = post(endpoint, {"inputs": asked, "params": {"database": index,
+                                                                    "top_k": 5}})
+        assert status == 200 and again == found  # still serving, the same answers
+
+
+def post(endpoint: str, body: dict | bytes) -> tuple[int, dict]:
+    """POST to /invocations; the status and the JSON answer (also for an error)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(endpoint + "/invocations", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

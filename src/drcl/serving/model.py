@@ -2,8 +2,8 @@
 
 MLflow loads it from `model_code.py`; `load_context` checks every weight file against the
 checksum in the version's manifest and the prior every member carries, as `drcl search` does.
-Model config (`mlflow.pyfunc.load_model(..., model_config=...)`): `device` (default cpu) and
-`precision` (default fp32), as in params.yaml.
+Model config (`drcl.serving.package.MODEL_CONFIG`): `device` and `precision`, `auto` by
+default as in params.yaml, so a served model answers as `drcl search` does on the same machine.
 """
 
 from __future__ import annotations
@@ -17,13 +17,21 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from drcl.errors import DrclError
 from drcl.extract.manifest import Item
 from drcl.registry import LoadedMember, Member, load_verified
 from drcl.runtime import compute_dtype, resolve_device
 from drcl.search import Index, check_width, extract_raw, read_index, top_k
-from drcl.serving.package import ENCODER_FILE, PAYLOAD, PRIOR_FILE, read_manifest
+from drcl.serving.package import (
+    ENCODER_FILE,
+    MODEL_CONFIG,
+    PAYLOAD,
+    PRIOR_FILE,
+    read_manifest,
+)
 from drcl.serving.schema import DEFAULT_PARAMS, Answer, Match, Query
 
 MAX_CACHED_INDEXES = 4
@@ -35,13 +43,31 @@ class _Database:
     embeddings: torch.Tensor
 
 
+class RequestError(MlflowException):
+    """A bad request: HTTP 400 with drcl's one-line message. MLflow's scoring server prefixes
+    a failed prediction's message with the whole request (every feature value of every query);
+    this message stays the line that says what is wrong."""
+
+    def __init__(self, message: str) -> None:
+        self._line = message
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass  # keep the one line
+
+
 class DrclModel(mlflow.pyfunc.PythonModel):
     """A set of encoders of one prior (one member for an encoder version)."""
 
     def load_context(self, context: Any) -> None:
-        config = dict(context.model_config or {})
-        self.device = resolve_device(str(config.get("device", "cpu")))
-        dtype = compute_dtype(str(config.get("precision", "fp32")), self.device)
+        config = {**MODEL_CONFIG, **(context.model_config or {})}
+        self.device = resolve_device(str(config["device"]))
+        dtype = compute_dtype(str(config["precision"]), self.device)
         folder = Path(context.artifacts[PAYLOAD])
         manifest = read_manifest(folder)
         self.members: dict[str, LoadedMember] = {}
@@ -61,12 +87,10 @@ class DrclModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: list[Query],
                 params: dict[str, Any] | None = None) -> list[Answer]:
         """Embed each query, or (with params `database`) rank the database for it."""
-        from mlflow.exceptions import MlflowException
-
         try:
             return self.answer(model_input, {**DEFAULT_PARAMS, **(params or {})})
         except DrclError as exc:  # the request's fault: a 400 with the one line
-            raise MlflowException.invalid_parameter_value(str(exc)) from None
+            raise RequestError(str(exc)) from None
 
     def answer(self, queries: list[Query], params: dict[str, Any]) -> list[Answer]:
         if not queries:

@@ -35,6 +35,9 @@ FORMAT = "drcl-model/1"
 ENCODER_FILE = "encoder.safetensors"
 PRIOR_FILE = "prior.safetensors"
 MODEL_CODE = Path(__file__).with_name("model_code.py")
+# how a loaded model runs, as in params.yaml; `model_config=` of load_model, or the environment
+# variable MLFLOW_PYFUNC_INFERENCE_CONFIG of `mlflow models serve`, overrides them
+MODEL_CONFIG = {"device": "auto", "precision": "auto"}
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def write_model(dest: Path, *, members: Mapping[str, PackagedMember], prior: Pat
             mlflow.pyfunc.save_model(
                 path=str(dest), python_model=str(MODEL_CODE), artifacts={PAYLOAD: str(files)},
                 input_example=(example, dict(DEFAULT_PARAMS)), pip_requirements=requirements(),
+                model_config=dict(MODEL_CONFIG),
                 metadata={"drcl": {"format": FORMAT, "prior_sha256": prior_sha256,
                                    "modalities": {m: {k: e[k] for k in
                                                       ("input_dim", "common_dim", "extractor")}
