@@ -222,6 +222,41 @@ def history(
 
 
 @app.command()
+def champion(
+    storage_uri: Annotated[bool, typer.Option(
+        "--storage-uri", help="Print only where the set's MLflow Model is stored (a serving "
+        "runtime's storageUri).")] = False,
+    artifacts_destination: Annotated[str | None, typer.Option(
+        help="The tracking server's --artifacts-destination, when it proxies artifacts.")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """The champion set: its version, its encoders, and the MLflow Model that serves it."""
+    from drcl.config import load_params
+    from drcl.errors import DrclError
+    from drcl.registry import Registry
+
+    def step() -> None:
+        registry = Registry.open(load_params(params))
+        found = registry.champion()
+        if found is None:
+            raise DrclError(f"registry: {registry.set_model} has no champion yet; promote one "
+                            "with `drcl promote`")
+        if storage_uri:
+            typer.echo(registry.storage_uri(found.version,
+                                            artifacts_destination=artifacts_destination))
+            return
+        typer.echo(f"{registry.set_model} v{found.version}: models:/{registry.set_model}"
+                   f"@champion, prior {found.prior_sha256[:12]}")
+        for modality, member in found.members.items():
+            tags = registry.client.get_model_version(member.model, member.version).tags
+            typer.echo(f"  {modality}: {member.describe()}, {tags.get('drcl.input_dim', '?')}-d "
+                       f"{tags.get('drcl.extractor', 'precomputed')} features")
+
+    run_step(step)
+
+
+@app.command()
 def unlock(
     holder: Annotated[str, typer.Option(
         "--holder", help="The holder the lock error names (user@host:pid:start).")],

@@ -34,6 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import torch
 
@@ -197,6 +198,21 @@ class Registry:
             out[modality] = LoadedMember(member, encoder, weights,
                                          tags.get("drcl.extractor", "precomputed"))
         return out
+
+    def storage_uri(self, version: str, *, artifacts_destination: str | None = None) -> str:
+        """Where a set version's MLflow Model lies, for serving runtimes that read the store
+        itself (KServe's storageUri). A tracking server that proxies artifacts hands out
+        `mlflow-artifacts:` locations: `artifacts_destination` (the server's own
+        --artifacts-destination) turns them into the store's URI."""
+        with mlflow_errors(self.client, f"locating {self.set_model} v{version}"):
+            uri = self.client.get_model_version_download_uri(self.set_model, version)
+        if not uri.startswith("mlflow-artifacts:"):
+            return uri
+        if not artifacts_destination:
+            raise DrclError(f"registry: {self.set_model} v{version} is at {uri}, behind the "
+                            "tracking server; give --artifacts-destination (the server's "
+                            "--artifacts-destination) to name it in the store")
+        return artifacts_destination.rstrip("/") + "/" + urlparse(uri).path.lstrip("/")
 
     def prior_of(self, encoder_set: EncoderSet, dest: Path) -> Path:
         """The set's prior W on disk (the copy stored with a member), checked against the

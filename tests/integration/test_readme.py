@@ -11,6 +11,7 @@ left. A README edit that breaks a command, or a block without a scenario, fails 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -67,14 +68,14 @@ BLOCKS = readme_blocks(README.read_text())
 
 
 def test_every_block_has_a_scenario_or_says_why_not():
-    known = {*SCENARIOS, "none"}
+    known = {*SCENARIOS, *PARTS, "none"}
     for block in BLOCKS:
         assert block.scenario in known, (
             f"README.md:{block.line}: mark the block with <!-- readme-test: SCENARIO --> "
             f"(one of {sorted(SCENARIOS)}) or <!-- readme-test: none (why) -->")
         if block.scenario == "none":
             assert block.why, f"README.md:{block.line}: say why the block is not run"
-    assert {b.scenario for b in BLOCKS} >= set(SCENARIOS), "a scenario lost its README block"
+    assert {b.scenario for b in BLOCKS} >= {*SCENARIOS, *PARTS}, "a scenario lost its README block"
 
 
 # ---------------------------------------------------------------- the temporary project
@@ -288,6 +289,35 @@ def scenario_raw(project):
              if line.startswith("d") and line.split()[1:2] in (["1"], ["2"], ["3"])]
     assert table, out[1]
     assert {row[0] for row in table} | {row[2] for row in table} <= set(ids)
+    serve_the_champions(p, ids)
+
+
+def serve_the_champions(p: Project, ids: list[str]) -> None:
+    """The champions through plain MLflow: loaded by alias, then `mlflow models serve` started
+    as the README shows it (in the background, as in a second terminal) and asked with curl."""
+    from tests.services import running
+
+    (server,) = [b.code for b in BLOCKS if b.scenario == "serve-server"]
+    with running(server, health="http://127.0.0.1:5001/ping", cwd=p.root, env=p.env,
+                 log=p.root.parent / "serve.log", timeout=120):
+        out = p.run_blocks("serve")
+    assert out[0].startswith("drcl-set v1: models:/drcl-set@champion")
+    assert "image: drcl-encoder-image v1, 1280-d efficientnet_lite0 features" in out[0]
+    (line,) = [x for x in out[0].splitlines() if x.startswith("q1 ")]
+    by_python = [m[0] for m in ast.literal_eval(line.removeprefix("q1 "))]
+    answers, rest = [], out[1].strip()
+    while rest:
+        answer, end = json.JSONDecoder().raw_decode(rest)
+        answers.append(answer)
+        rest = rest[end:].strip()
+    found, refused = answers
+    (q1,) = found["predictions"]
+    assert q1["query"] == "q1" and [m["id"] for m in q1["matches"]] == by_python
+    assert set(by_python) <= set(ids) and len(by_python) == 3
+    assert refused == {**refused, "error_code": "INVALID_PARAMETER_VALUE",
+                       "message": "query q2: 3-d features, but the image encoder "
+                                  "(drcl-encoder-image v1) takes 1280-d efficientnet_lite0 "
+                                  "features"}
 
 
 def scenario_registry(project):
@@ -404,6 +434,8 @@ def scenario_kubeflow(project, s3_server, tmp_path):
     assert latest.tags["drcl.data_commit"] == commits[1]
 
 
+# blocks run inside another scenario: the serving blocks need the raw scenario's champions
+PARTS = {"serve": "raw", "serve-server": "raw"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
              "registry": scenario_registry, "profiles": scenario_profiles, "s3": scenario_s3,
              "kubeflow": scenario_kubeflow}
