@@ -206,6 +206,9 @@ class Registry:
         --artifacts-destination) turns them into the store's URI."""
         with mlflow_errors(self.client, f"locating {self.set_model} v{version}"):
             uri = self.client.get_model_version_download_uri(self.set_model, version)
+            if uri.startswith("runs:/"):  # the run's artifact folder, then the path in it
+                run_id, _, path = uri.removeprefix("runs:/").partition("/")
+                uri = self.client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + path
         if not uri.startswith("mlflow-artifacts:"):
             return uri
         if not artifacts_destination:

@@ -96,6 +96,16 @@ def test_promote_load_by_alias_and_search_through_the_server(server, projects, t
         best = int(row["matches"][0]["id"].removeprefix("text-"))
         assert text_labels[best] == label
 
+    # where a serving runtime that reads the store finds the champion's MLflow Model
+    proxied = drcl(strong, monkeypatch, "champion", "--storage-uri")
+    assert proxied.exit_code == 1 and "give --artifacts-destination" in proxied.stderr
+    located = drcl(strong, monkeypatch, "champion", "--storage-uri", "--artifacts-destination",
+                   f"s3://{BUCKET}/mlflow")
+    assert located.exit_code == 0, located.output
+    bucket, _, prefix = located.stdout.strip().removeprefix("s3://").partition("/")
+    assert bucket == BUCKET and prefix.endswith("/artifacts/set")
+    s3.head_object(Bucket=BUCKET, Key=f"{prefix}/MLmodel")
+
     # the same set through MLflow alone: loaded by alias, then served by `mlflow models serve`
     model = mlflow.pyfunc.load_model("models:/drcl-set@champion")
     asked = [{"modality": "image", "features": row.tolist(), "id": str(i)}

@@ -4,6 +4,7 @@ kustomizations' references are followed by hand."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from tests.pipeline.conftest import ROOT
 INFRA = ROOT / "infra"
 DOCKERFILE = INFRA / "docker" / "Dockerfile"
 K8S_VERSION = "1.30.0"
+KSERVE = "serving.kserve.io/"
 
 
 def hadolint() -> str:
@@ -103,6 +105,8 @@ def test_manifests_follow_the_kubernetes_schemas():
         files, patches = resources_of(kustomization)
         for file in files:
             for doc in yaml.safe_load_all(file.read_text()):
+                if doc["apiVersion"].startswith(KSERVE):
+                    continue  # KServe's resources: test_the_kserve_manifests
                 kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
                 checked += 1
         for patch in patches:  # partial by design: kind and name must match a base resource
@@ -193,3 +197,67 @@ def test_references_between_manifests_resolve():
     args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:3] == ["drcl", "pipeline", "reconcile"]
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_the_kserve_manifests():
+    """KServe's schemas are not at hand: its resources are checked field by field against its
+    API (v1alpha1 ServingRuntime, v1beta1 InferenceService), their containers against the
+    Kubernetes Pod schema, and their references to each other and to drcl by hand."""
+    from drcl.serving.package import MODEL_CONFIG
+
+    serving = INFRA / "k8s" / "serving"
+    spec = yaml.safe_load((serving / "kustomization.yaml").read_text())
+    files, _ = resources_of(serving / "kustomization.yaml")
+    docs = {d["kind"]: d for f in files for d in yaml.safe_load_all(f.read_text())}
+    assert set(docs) == {"ServiceAccount", "ServingRuntime", "InferenceService"}
+    kubernetes_validate.validate(docs["ServiceAccount"], K8S_VERSION, strict=True)
+
+    runtime, service = docs["ServingRuntime"], docs["InferenceService"]
+    assert runtime["apiVersion"] == KSERVE + "v1alpha1"
+    assert service["apiVersion"] == KSERVE + "v1beta1"
+    assert set(runtime["spec"]) <= {"supportedModelFormats", "protocolVersions", "containers",
+                                    "multiModel", "disabled", "annotations", "labels",
+                                    "nodeSelector", "tolerations", "volumes"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runtime"},
+           "spec": {"containers": runtime["spec"]["containers"]}}
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    (container,) = runtime["spec"]["containers"]
+    assert container["name"] == "kserve-container"  # the name KServe fills in and probes
+    assert container["image"] in {i["name"] for i in spec["images"]}
+    argv = container["command"] + container["args"]
+    assert argv[:3] == ["mlflow", "models", "serve"]
+    assert argv[argv.index("-m") + 1] == "/mnt/models"  # where the storage initializer writes
+    assert argv[argv.index("--env-manager") + 1] == "local"  # the image holds drcl
+    port = int(argv[argv.index("--port") + 1])
+    assert container["ports"][0]["containerPort"] == port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": port}
+    (generated,) = spec["configMapGenerator"]
+    assert spec["generatorOptions"]["disableNameSuffixHash"] is True
+    assert container["envFrom"] == [{"configMapRef": {"name": generated["name"]}}]
+    settings = dict(literal.split("=", 1) for literal in generated["literals"])
+    assert set(json.loads(settings["MLFLOW_PYFUNC_INFERENCE_CONFIG"])) <= set(MODEL_CONFIG)
+    assert not [k for k in settings if re.search("SECRET|PASSWORD|TOKEN|ACCESS_KEY", k)]
+
+    predictor = service["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"] in [{k: f[k] for k in ("name", "version")}
+                                    for f in runtime["spec"]["supportedModelFormats"]]
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    # the layout `drcl champion --storage-uri` prints: a set version's model folder
+    assert model["storageUri"].startswith("s3://") and model["storageUri"].endswith(
+        "/artifacts/set")
+    assert predictor["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
+    assert docs["ServiceAccount"]["secrets"] == [{"name": "drcl-s3"}]
+
+
+def test_the_runtime_serves_as_the_readme_does():
+    """The cluster runs the command README.md shows and its tests run, on the model folder."""
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"^mlflow models serve -m models:/drcl-set@champion (.+)$", readme,
+                      re.M)
+    assert shown, "README.md: the serve command"
+    runtime = yaml.safe_load((INFRA / "k8s/serving/serving-runtime.yaml").read_text())
+    (container,) = runtime["spec"]["containers"]
+    flags = shown[1].split()
+    assert flags[:2] == container["args"][2:4]  # --env-manager local
