@@ -57,6 +57,22 @@ class DvcRef(_Strict):
     commit: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")] | None = None
 
 
+class NoiseParams(_Strict):
+    """Label noise injected into the training and validation labels by `prepare`, to measure
+    what noisy labels cost (drcl.data.noise); test labels stay clean."""
+
+    kind: Literal["none", "symmetric", "asymmetric"] = "none"
+    rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    scope: Literal["per_modality", "shared"] = "per_modality"
+
+    @model_validator(mode="after")
+    def _rate_needs_a_kind(self) -> NoiseParams:
+        if self.kind == "none" and self.rate > 0:
+            raise ValueError(f"rate {self.rate} with kind none injects nothing; set "
+                             "data.noise.kind to symmetric or asymmetric")
+        return self
+
+
 class DataParams(_Strict):
     """Where the features come from (stage `prepare`).
 
@@ -73,6 +89,7 @@ class DataParams(_Strict):
     dvc: DvcRef | None = None
     modalities: list[str] | None = None
     split: SplitRatios = SplitRatios()
+    noise: NoiseParams = NoiseParams()
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DataParams:
@@ -181,6 +198,7 @@ class TrainParams(_Strict):
     use_mrr: bool = True
     mse_reduction: Literal["mean", "sum"] = "mean"
     selection: Literal["val_loss", "target_map"] = "val_loss"
+    label_loss: Literal["gce", "ce"] = "gce"
 
     def lr_for(self, modality: str) -> float:
         return self.lr_per_modality.get(modality, self.lr)

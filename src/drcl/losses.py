@@ -21,11 +21,19 @@ def gce_q(epoch: int) -> float:
     return min(1.0, 0.01 * epoch)
 
 
+def label_q(epoch: int, label_loss: Literal["gce", "ce"]) -> float:
+    """The exponent of the label loss at `epoch`: GCE's schedule, or 0 (cross-entropy)."""
+    return gce_q(epoch) if label_loss == "gce" else 0.0
+
+
 def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float) -> torch.Tensor:
-    """J_L = mean_i (1 - s_i^q) / q with s_i the softmax mass on the (mixed) true classes."""
+    """J_L = mean_i (1 - s_i^q) / q with s_i the softmax mass on the (mixed) true classes; at
+    q = 0 its limit, the cross-entropy mean_i -log s_i."""
     p = torch.softmax(logits, dim=1)
-    s = (labels * p).sum(dim=1)
-    return ((1.0 - s.clamp_min(1e-12).pow(q)) / q).mean()
+    s = (labels * p).sum(dim=1).clamp_min(1e-12)
+    if q == 0:
+        return -s.log().mean()
+    return ((1.0 - s.pow(q)) / q).mean()
 
 
 def pairwise_theta(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from drcl.batching import ordered_batches, progress, shuffled_batches, split_ten
 from drcl.config import Params
 from drcl.data.dataset import ModalityData
 from drcl.errors import DrclError
-from drcl.losses import gce_q, generalized_cross_entropy
+from drcl.losses import generalized_cross_entropy, label_q
 from drcl.model import Encoder, EncoderSpec, adam, input_statistics
 from drcl.runtime import compute_dtype, seed_everything, stage_seed
 from drcl.standardization import StandardizeChoice, choose_standardization
@@ -82,7 +82,7 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
                      standardization=choice)
     for epoch in progress(range(1, params.train.epochs + 1), desc=f"SPL {data.name}",
                           total=params.train.epochs):
-        q = gce_q(epoch)
+        q = label_q(epoch, params.train.label_loss)
         encoder.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for idx in shuffled_batches(x.shape[0], batch, gen, device):

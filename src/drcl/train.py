@@ -18,7 +18,7 @@ from drcl.batching import ordered_batches, progress, shuffled_batches, split_ten
 from drcl.config import Params
 from drcl.data.dataset import ModalityData
 from drcl.errors import DrclError
-from drcl.losses import gce_q, rsc_loss
+from drcl.losses import label_q, rsc_loss
 from drcl.metrics import mean_average_precision
 from drcl.model import Encoder, EncoderSpec, adam, input_statistics
 from drcl.runtime import compute_dtype, seed_everything, stage_seed
@@ -80,7 +80,7 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
                          standardization=choice)
     best_state = None
     for epoch in progress(range(1, cfg.epochs + 1), desc=f"RSC {data.name}", total=cfg.epochs):
-        q = gce_q(epoch)
+        q = label_q(epoch, cfg.label_loss)
         encoder.train()
         # summed on the device and read once per epoch: no host sync inside the step loop
         sums = torch.zeros(4, dtype=torch.float64, device=device)

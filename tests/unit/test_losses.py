@@ -8,6 +8,7 @@ import torch
 from drcl.losses import (
     gce_q,
     generalized_cross_entropy,
+    label_q,
     pairwise_theta,
     recast_mse,
     recast_targets,
@@ -47,6 +48,15 @@ def test_gce_tends_to_cross_entropy_as_q_shrinks():
     labels = torch.tensor([[0.0, 0.0, 1.0]])
     ce = torch.nn.functional.cross_entropy(logits, torch.tensor([2])).item()
     assert generalized_cross_entropy(logits, labels, 1e-4).item() == pytest.approx(ce, 1e-3)
+
+
+def test_q_zero_is_the_cross_entropy_by_hand():
+    # the same two samples as above: s = 0.5 and 0.25; mean(-log s) = (ln 2 + ln 4) / 2
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = (math.log(2.0) + math.log(4.0)) / 2
+    assert generalized_cross_entropy(logits, labels, 0.0).item() == pytest.approx(expected, 1e-6)
+    assert label_q(7, "ce") == 0.0 and label_q(7, "gce") == gce_q(7)
 
 
 def test_theta_by_hand():

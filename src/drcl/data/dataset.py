@@ -90,6 +90,9 @@ class Manifest:
     source: dict | None = None
     """Where the data came from when a DVC reference named it: repo, rev, path, commit and
     DVC content hash (drcl.data.versioned)."""
+    noise: dict | None = None
+    """Label noise injected by `prepare` (drcl.data.noise): kind, rate, scope and the rate
+    realised per modality and split; None when there is none."""
 
     @property
     def num_classes(self) -> int:
@@ -103,6 +106,7 @@ class Manifest:
             "multi_label": self.multi_label,
             "paired": self.paired,
             "source": self.source,
+            "noise": self.noise,
             "modalities": {
                 m: {"dim": i.dim, "sizes": i.sizes, "extractor": i.extractor, "sha256": i.sha256}
                 for m, i in self.modalities.items()
@@ -146,8 +150,11 @@ def save_dataset(
     paired: bool = False,
     extractors: dict[str, str] | None = None,
     source: dict | None = None,
+    noise: dict | None = None,
+    clean_labels: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Manifest:
-    """Write a data set folder atomically and return its manifest."""
+    """Write a data set folder atomically and return its manifest; `clean_labels` (the labels
+    noise replaced, per modality and split) are stored as `<split>.clean_labels`."""
     infos: dict[str, ModalityInfo] = {}
     with atomic_path(path) as tmp:
         tmp.mkdir()
@@ -161,6 +168,8 @@ def save_dataset(
                 arrays[f"{split}.features"] = np.ascontiguousarray(part.features, np.float32)
                 arrays[f"{split}.labels"] = _encode_labels(part.labels, multi_label)
                 arrays[f"{split}.ids"] = part.item_ids(split)
+            for split, labels in (clean_labels or {}).get(mod_name, {}).items():
+                arrays[f"{split}.clean_labels"] = _encode_labels(labels, multi_label)
             file = tmp / f"{mod_name}.npz"
             with file.open("wb") as fh:
                 np.savez(fh, **arrays)
@@ -171,7 +180,8 @@ def save_dataset(
                 extractor=(extractors or {}).get(mod_name, "precomputed"),
             )
         manifest = Manifest(name=name, classes=list(classes), multi_label=multi_label,
-                            modalities=infos, paired=paired, source=source)
+                            modalities=infos, paired=paired, source=source,
+                            noise=None if not noise or noise.get("kind") == "none" else noise)
         write_json(tmp / MANIFEST, manifest.to_dict())
     return manifest
 
@@ -189,6 +199,7 @@ def load_manifest(path: str | Path) -> Manifest:
             multi_label=bool(raw["multi_label"]),
             paired=bool(raw.get("paired", False)),
             source=raw.get("source"),
+            noise=raw.get("noise"),
             modalities={
                 m: ModalityInfo(dim=int(i["dim"]), sizes={k: int(v) for k, v in i["sizes"].items()},
                                 sha256=str(i["sha256"]),
@@ -220,8 +231,10 @@ def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> Mo
             raise DrclError(f"{file}: checksum differs from {MANIFEST}; the data set was modified")
     elif not file.is_file():
         raise DrclError(f"{file}: no such modality file (run `drcl prepare` first)")
-    names, npz = load_npz(file, what="a prepared modality file")
     expected = ["classes", *(f"{s}.{kind}" for s in SPLITS for kind in ("features", "labels"))]
+    # only what training reads: the clean labels kept beside noisy ones stay on disk
+    names, npz = load_npz(file, [*expected, *(f"{s}.ids" for s in SPLITS)],
+                          what="a prepared modality file")
     missing = [key for key in expected if key not in npz]
     if missing:
         raise DrclError(f"{file}: key {missing[0]!r} missing; found {sorted(names)} (run "

@@ -15,6 +15,7 @@ import numpy as np
 from drcl.config import Params
 from drcl.data.dataset import SPLITS, Manifest, ModalityData, Split, save_dataset
 from drcl.data.labels import LabelSource, normalize_labels
+from drcl.data.noise import check_noise, corrupt
 from drcl.data.sources import UNSPLIT, ImportedDataset, RawPart, import_source
 from drcl.data.splits import label_strata, stratified_split
 from drcl.data.validate import check_ids, check_imported, check_paired_labels, check_splits
@@ -61,10 +62,14 @@ def prepare_dataset(params: Params, *, out_dir: str | Path,
     check_splits(modalities)
     check_ids(modalities, where={m: _ids_at(parts) for m, parts in imported.modalities.items()})
     classes = imported.classes or [str(c) for c in range(num_classes)]
+    paired = _paired(imported, modalities)
+    check_noise(data.noise, name=imported.name, paired=paired, multi_label=multi_label)
+    modalities, clean, noise = corrupt(modalities, data.noise, seed=seed,
+                                       multi_label=multi_label, num_classes=num_classes)
     return save_dataset(out_dir, name=imported.name, classes=classes, multi_label=multi_label,
-                        modalities=modalities, paired=_paired(imported, modalities),
-                        extractors=imported.extractors,
-                        source=reference.as_dict() if reference else None)
+                        modalities=modalities, paired=paired, extractors=imported.extractors,
+                        source=reference.as_dict() if reference else None, noise=noise,
+                        clean_labels=clean)
 
 
 def _ids(part: RawPart, *, default: Callable[[int], list[str]]) -> np.ndarray:
