@@ -45,10 +45,12 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
 
 
 def write_csv(target: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
-    """Write dict rows (same keys) as CSV with a header, atomically."""
+    """Write dict rows as CSV with a header, atomically; a column some rows lack (a figure
+    from a later epoch on) is left empty in them."""
     import csv
 
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with atomic_path(target) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

@@ -184,6 +184,26 @@ class MixupParams(_Strict):
     beta_a: PositiveFloat = 2.0
 
 
+class CorrectionParams(_Strict):
+    """Label correction for noisy labels (drcl.correction): `partial_ot` transports a growing
+    trusted share of each modality's training items onto the classes once per epoch after
+    `warmup` epochs, and trains on the items it carries."""
+
+    method: Literal["none", "partial_ot"] = "none"
+    warmup: Annotated[int, Field(ge=1)] = 10
+    mass_start: Annotated[float, Field(gt=0, le=1)] = 0.5
+    mass_end: Annotated[float, Field(gt=0, le=1)] = 0.9
+    eps: PositiveFloat = 0.05
+    relabel: bool = False
+
+    @model_validator(mode="after")
+    def _mass_grows(self) -> CorrectionParams:
+        if self.mass_end < self.mass_start:
+            raise ValueError(f"mass_end {self.mass_end} < mass_start {self.mass_start}; the "
+                             "trusted share grows over training")
+        return self
+
+
 class TrainParams(_Strict):
     """Stage 2: RSC training of each modality's encoder (epochs and batch also drive SPL)."""
 
@@ -199,9 +219,17 @@ class TrainParams(_Strict):
     mse_reduction: Literal["mean", "sum"] = "mean"
     selection: Literal["val_loss", "target_map"] = "val_loss"
     label_loss: Literal["gce", "ce"] = "gce"
+    correction: CorrectionParams = CorrectionParams()
 
     def lr_for(self, modality: str) -> float:
         return self.lr_per_modality.get(modality, self.lr)
+
+    @model_validator(mode="after")
+    def _correction_has_epochs(self) -> TrainParams:
+        if self.correction.method != "none" and self.correction.warmup >= self.epochs:
+            raise ValueError(f"correction.warmup: {self.correction.warmup} warm-up epochs "
+                             f"leave none of train.epochs {self.epochs} to correct labels in")
+        return self
 
 
 class EvaluateParams(_Strict):

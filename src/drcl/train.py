@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from drcl.batching import ordered_batches, progress, shuffled_batches, split_tensors
 from drcl.config import Params
+from drcl.correction import Corrected, correct_labels, trusted_mass
 from drcl.data.dataset import ModalityData
 from drcl.errors import DrclError
 from drcl.losses import label_q, rsc_loss
@@ -52,13 +54,24 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+Observer = Callable[[int, Corrected], dict[str, float]]
+
+
 def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
-                  device: torch.device) -> TrainResult:
-    """RSC training of `data.name`'s encoder towards the recast targets of the frozen prior."""
+                  device: torch.device, observe: Observer | None = None) -> TrainResult:
+    """RSC training of `data.name`'s encoder towards the recast targets of the frozen prior.
+
+    With `train.correction`, each epoch after the warm-up trains on corrected labels
+    (drcl.correction); `observe(epoch, corrected)` may add figures to that epoch's record (the
+    stage measures the corrected labels against clean ones there, when it has them).
+    """
     if prior.shape[1] != data.train.labels.shape[1]:
         raise DrclError(f"prior: W has {prior.shape[1]} classes but modality {data.name!r} "
                         f"has {data.train.labels.shape[1]}")
     cfg = params.train
+    if cfg.correction.method != "none" and _multi_label(data):
+        raise DrclError(f"train.correction.method: {cfg.correction.method} assigns one class "
+                        f"per item; modality {data.name!r} is multi-label")
     choice = choose_standardization(data, params, device)  # before seeding: training unchanged
     seed = stage_seed(params.seed, "train", data.name)
     gen = seed_everything(seed)
@@ -81,11 +94,21 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     best_state = None
     for epoch in progress(range(1, cfg.epochs + 1), desc=f"RSC {data.name}", total=cfg.epochs):
         q = label_q(epoch, cfg.label_loss)
+        rows, labels, corrected = None, y, None
+        mass = trusted_mass(epoch, cfg.epochs, cfg.correction)
+        if mass is not None:
+            corrected = correct_labels(encoder, x, y, w, mass=mass, cfg=cfg.correction,
+                                       batch_size=cfg.batch_size)
+            if corrected.kept.any():  # a plan that keeps nothing leaves the given labels
+                rows, labels = corrected.kept.nonzero().squeeze(1), corrected.labels
         encoder.train()
         # summed on the device and read once per epoch: no host sync inside the step loop
         sums = torch.zeros(4, dtype=torch.float64, device=device)
-        for idx in shuffled_batches(x.shape[0], cfg.batch_size, gen, device):
-            f, lab = encoder(x[idx]), y[idx]
+        seen = x.shape[0] if rows is None else max(1, rows.numel())
+        for idx in shuffled_batches(seen, cfg.batch_size, gen, device):
+            if rows is not None:
+                idx = rows[idx]
+            f, lab = encoder(x[idx]), labels[idx]
             if cfg.use_fa:
                 g = cfg.mixup.g if cfg.mixup.kind == "fixed" else float(
                     mix_rng.beta(cfg.mixup.beta_a, cfg.mixup.beta_a))
@@ -98,7 +121,7 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
             sums += parts.double() * idx.numel()
         val_loss = validation_loss(encoder, xv, yv, w, w_pinv, q=q, batch_size=cfg.batch_size,
                                    **loss_args)
-        means = (sums / x.shape[0]).tolist()
+        means = (sums / seen).tolist()
         if not all(math.isfinite(v) for v in (*means, val_loss)):
             raise DrclError(f"train@{data.name}: the loss became NaN or infinite at epoch "
                             f"{epoch}; lower train.lr (or train.lr_per_modality.{data.name}) "
@@ -106,6 +129,10 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
         record = {"epoch": epoch, "q": q,
                   **{f"train_{k}": v for k, v in zip(_PARTS, means, strict=True)},
                   "val_loss": val_loss}
+        if corrected is not None:
+            record |= corrected.summary()
+            if observe is not None:
+                record |= observe(epoch, corrected)
         if cfg.selection == "target_map":
             record["val_target_map"] = target_map(encoder, xv, yv, w_pinv,
                                                   batch_size=cfg.batch_size)
@@ -118,6 +145,10 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
         encoder.load_state_dict(best_state)
     encoder.eval()
     return result
+
+
+def _multi_label(data: ModalityData) -> bool:
+    return bool((data.train.labels.sum(axis=1) != 1).any())
 
 
 def _better(record: dict[str, float], best: TrainResult, selection: str) -> bool:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from drcl.atomic import write_csv, write_json
 from drcl.config import Params, for_data
+from drcl.correction import Corrected
 from drcl.data.dataset import file_sha256, load_modality
+from drcl.data.noise import clean_labels
 from drcl.errors import DrclError
 from drcl.layout import Layout
 from drcl.model import save_encoder
@@ -15,7 +19,7 @@ from drcl.plots import training_curve_png
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.runtime import resolve_device, resolved_precision
 from drcl.tracking import stage_run
-from drcl.train import TrainResult, train_encoder
+from drcl.train import Observer, TrainResult, train_encoder
 
 
 def train_modality(params: Params, layout: Layout, *, modality: str,
@@ -37,7 +41,8 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
                    dataset_sha256=data_sha256, run_key=run_key) as run:
         device = resolve_device(params.device)
         precision = resolved_precision(params.precision, device)
-        result = train_encoder(data, prior, params=params, device=device)
+        result = train_encoder(data, prior, params=params, device=device,
+                               observe=_label_accuracy(layout, modality, device))
         write_csv(layout.train_history(modality), result.history)
         training_curve_png(result.history, layout.train_curve(modality),
                            title=f"RSC training: {modality}", best_epoch=result.best_epoch)
@@ -58,3 +63,20 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
         run.log_artifacts(layout.train_history(modality), layout.train_curve(modality),
                           layout.train_metrics(modality))
     return result
+
+
+def _label_accuracy(layout: Layout, modality: str, device) -> Observer | None:
+    """Where the data set was made noisy on purpose (data.noise), how right the corrected
+    labels are: measured for the record only, never fed back into training."""
+    clean = clean_labels(layout.data, modality)
+    if clean is None:
+        return None
+    truth = torch.as_tensor(clean["train"]).argmax(1).to(device)
+
+    def observe(epoch: int, corrected: Corrected) -> dict[str, float]:
+        used = corrected.labels.argmax(1)
+        kept = corrected.kept
+        return {"correction_label_accuracy":
+                float((used[kept] == truth[kept]).float().mean()) if kept.any() else 0.0}
+
+    return observe
