@@ -187,7 +187,8 @@ class MixupParams(_Strict):
 class CorrectionParams(_Strict):
     """Label correction for noisy labels (drcl.correction): `partial_ot` transports a growing
     trusted share of each modality's training items onto the classes once per epoch after
-    `warmup` epochs, and trains on the items it carries."""
+    `warmup` epochs, and trains on the items it carries. `cost: cross_modal` (paired data)
+    blends in the other modalities' posteriors from the SPL stage at epoch `warmup`."""
 
     method: Literal["none", "partial_ot"] = "none"
     warmup: Annotated[int, Field(ge=1)] = 10
@@ -195,6 +196,7 @@ class CorrectionParams(_Strict):
     mass_end: Annotated[float, Field(gt=0, le=1)] = 0.9
     eps: PositiveFloat = 0.05
     relabel: bool = False
+    cost: Literal["own", "cross_modal"] = "own"
 
     @model_validator(mode="after")
     def _mass_grows(self) -> CorrectionParams:

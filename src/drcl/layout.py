@@ -27,6 +27,11 @@ class Layout:
         return self.out / "models" / "prior.safetensors"
 
     @property
+    def posteriors(self) -> Path:
+        """Each modality's SPL posteriors on its training items (train.correction.cost)."""
+        return self.prior.with_name("posteriors.npz")
+
+    @property
     def prior_metrics(self) -> Path:
         return self.out / "metrics" / "prior.json"
 

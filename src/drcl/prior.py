@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from drcl.batching import ordered_batches, progress, shuffled_batches, split_tensors
@@ -46,6 +47,16 @@ def quality_score(encoder: Encoder, prior: torch.Tensor, features: torch.Tensor,
     return float(total) / features.shape[0]
 
 
+@torch.no_grad()
+def posteriors(encoder: Encoder, prior: torch.Tensor, features: torch.Tensor, *,
+               batch_size: int) -> np.ndarray:
+    """softmax(f(x) W) of every row, float32 on the host."""
+    encoder.eval()
+    out = torch.cat([torch.softmax((encoder(features[rows]) @ prior).float(), dim=1)
+                     for rows in ordered_batches(features.shape[0], batch_size)])
+    return out.cpu().numpy()
+
+
 @dataclass
 class Candidate:
     """One modality's candidate prior and how it scored, epoch by epoch."""
@@ -57,6 +68,10 @@ class Candidate:
     prior_last: torch.Tensor
     standardization: StandardizeChoice | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    posteriors: np.ndarray | None = None
+    """p(c | x) of the training items at epoch train.correction.warmup, kept when the
+    cross-modal correction cost will blend them in (ids: `ids`)."""
+    ids: np.ndarray | None = None
 
     def prior(self, snapshot: str) -> torch.Tensor:
         return self.prior_best if snapshot == "best" else self.prior_last
@@ -76,6 +91,8 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
     optimizer = adam([*encoder.parameters(), prior], lr=params.prior.lr)
     x, y = split_tensors(data.train, device)
     xs, ys = (x, y) if params.prior.score_split == "train" else split_tensors(data.val, device)
+    correction = params.train.correction
+    wants_posteriors = correction.method != "none" and correction.cost == "cross_modal"
     batch = params.train.batch_size
     best = Candidate(modality=data.name, best_score=-1.0, best_epoch=0,
                      prior_best=prior.detach().clone(), prior_last=prior.detach().clone(),
@@ -97,6 +114,10 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
             raise DrclError(f"prior: SPL on {data.name} became NaN or infinite at epoch "
                             f"{epoch}; lower prior.lr or check the features")
         best.history.append({"epoch": epoch, "loss": loss, "score": score})
+        if wants_posteriors and epoch == min(params.train.correction.warmup,
+                                             params.train.epochs):
+            best.posteriors = posteriors(encoder, prior.detach(), x, batch_size=batch)
+            best.ids = data.train.item_ids("train")
         if score > best.best_score:
             best.best_score, best.best_epoch = score, epoch
             best.prior_best = prior.detach().clone()

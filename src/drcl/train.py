@@ -17,7 +17,7 @@ import torch
 
 from drcl.batching import ordered_batches, progress, shuffled_batches, split_tensors
 from drcl.config import Params
-from drcl.correction import Corrected, correct_labels, trusted_mass
+from drcl.correction import Corrected, Partners, correct_labels, trusted_mass
 from drcl.data.dataset import ModalityData
 from drcl.errors import DrclError
 from drcl.losses import label_q, rsc_loss
@@ -58,12 +58,14 @@ Observer = Callable[[int, Corrected], dict[str, float]]
 
 
 def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
-                  device: torch.device, observe: Observer | None = None) -> TrainResult:
+                  device: torch.device, observe: Observer | None = None,
+                  partners: Partners | None = None) -> TrainResult:
     """RSC training of `data.name`'s encoder towards the recast targets of the frozen prior.
 
     With `train.correction`, each epoch after the warm-up trains on corrected labels
-    (drcl.correction); `observe(epoch, corrected)` may add figures to that epoch's record (the
-    stage measures the corrected labels against clean ones there, when it has them).
+    (drcl.correction); `partners` are the other modalities' posteriors of the same items for
+    its cross-modal cost. `observe(epoch, corrected)` may add figures to that epoch's record
+    (the stage measures the corrected labels against clean ones there, when it has them).
     """
     if prior.shape[1] != data.train.labels.shape[1]:
         raise DrclError(f"prior: W has {prior.shape[1]} classes but modality {data.name!r} "
@@ -98,7 +100,7 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
         mass = trusted_mass(epoch, cfg.epochs, cfg.correction)
         if mass is not None:
             corrected = correct_labels(encoder, x, y, w, mass=mass, cfg=cfg.correction,
-                                       batch_size=cfg.batch_size)
+                                       batch_size=cfg.batch_size, partners=partners)
             if corrected.kept.any():  # a plan that keeps nothing leaves the given labels
                 rows, labels = corrected.kept.nonzero().squeeze(1), corrected.labels
         encoder.train()

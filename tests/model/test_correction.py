@@ -114,3 +114,16 @@ def test_multi_label_data_is_refused(synthetic_modality, tiny_params):
                                         "per item; modality 'tags' is multi-label"):
         train_encoder(data, orthogonal_init(16, 3, seed=0), params=params,
                       device=torch.device("cpu"))
+
+
+def test_partners_are_matched_by_item_id_and_averaged_with_the_own_posterior():
+    from drcl.correction import partners_of
+
+    found = {"image": (np.asarray(["a", "b"]), np.asarray([[0.9, 0.1], [0.5, 0.5]])),
+             "text": (np.asarray(["b", "c"]), np.asarray([[0.2, 0.8], [0.6, 0.4]])),
+             "audio": (np.asarray(["b"]), np.asarray([[0.0, 1.0]]))}
+    partners = partners_of(found, "image", np.asarray(["a", "b"]), torch.device("cpu"))
+    assert partners.count.tolist() == [0.0, 2.0]
+    torch.testing.assert_close(partners.total, torch.tensor([[0.0, 0.0], [0.2, 1.8]]))
+    blended = partners.blend(torch.tensor([[0.9, 0.1], [0.5, 0.5]]))
+    torch.testing.assert_close(blended, torch.tensor([[0.9, 0.1], [0.7 / 3, 2.3 / 3]]))

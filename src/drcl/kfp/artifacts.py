@@ -39,6 +39,10 @@ class TaskLayout(Layout):
     def prior(self) -> Path:
         return self.prior_file if self.prior_file is not None else super().prior
 
+    @property
+    def posteriors(self) -> Path:  # beside the prior, in the prior task's artifact
+        return self.prior.with_name("posteriors.npz")
+
     def encoder(self, modality: str) -> Path:
         return self.encoder_files.get(modality) or super().encoder(modality)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from drcl.atomic import atomic_path, write_csv, write_json
 from drcl.config import Params, for_data
+from drcl.correction import save_posteriors
 from drcl.data.dataset import dataset_checksum, load_manifest, load_modality
+from drcl.errors import DrclError
 from drcl.layout import Layout
 from drcl.prior import PriorResult, select_prior
 from drcl.prior_io import prior_checksum, save_prior
@@ -18,6 +20,11 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
     manifest = load_manifest(layout.data)
     params = for_data(params, modalities=list(manifest.modalities),
                       num_classes=manifest.num_classes)
+    correction = params.train.correction
+    if correction.method != "none" and correction.cost == "cross_modal" and not manifest.paired:
+        raise DrclError(f"train.correction.cost: cross_modal blends the posteriors of one item's "
+                        f"modalities, but {manifest.name} is not paired (no item id recurs "
+                        "across modalities); use own")
     device = resolve_device(params.device)
     modalities = [load_modality(layout.data, m) for m in manifest.modalities]
     with stage_run(params, "prior", layout=layout, dataset_sha256=dataset_checksum(manifest),
@@ -33,6 +40,9 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
         write_json(layout.prior_metrics, result.summary() | {"precision": precision})
         save_prior(result.prior, layout.prior, method=result.method, chosen=result.chosen or "",
                    dataset=manifest.name)
+        save_posteriors(layout.posteriors, {m: (c.ids, c.posteriors)
+                                            for m, c in result.candidates.items()
+                                            if c.posteriors is not None})
         run.log_metrics({f"quality_score.{m}": s for m, s in result.summary()["scores"].items()})
         for name, cand in result.candidates.items():
             if cand.standardization is not None:

@@ -9,7 +9,7 @@ import torch
 
 from drcl.atomic import write_csv, write_json
 from drcl.config import Params, for_data
-from drcl.correction import Corrected
+from drcl.correction import Corrected, Partners, load_posteriors, partners_of
 from drcl.data.dataset import file_sha256, load_modality
 from drcl.data.noise import clean_labels
 from drcl.errors import DrclError
@@ -42,7 +42,8 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
         device = resolve_device(params.device)
         precision = resolved_precision(params.precision, device)
         result = train_encoder(data, prior, params=params, device=device,
-                               observe=_label_accuracy(layout, modality, device))
+                               observe=_label_accuracy(layout, modality, device),
+                               partners=_partners(params, layout, data, device))
         write_csv(layout.train_history(modality), result.history)
         training_curve_png(result.history, layout.train_curve(modality),
                            title=f"RSC training: {modality}", best_epoch=result.best_epoch)
@@ -80,3 +81,17 @@ def _label_accuracy(layout: Layout, modality: str, device) -> Observer | None:
                 float((used[kept] == truth[kept]).float().mean()) if kept.any() else 0.0}
 
     return observe
+
+
+def _partners(params: Params, layout: Layout, data, device) -> Partners | None:
+    """The other modalities' SPL posteriors of this modality's items (cross-modal cost)."""
+    correction = params.train.correction
+    if correction.method == "none" or correction.cost != "cross_modal":
+        return None
+    found = load_posteriors(layout.posteriors)
+    if data.name not in found or len(found) < 2:
+        raise DrclError(f"train.correction.cost: cross_modal needs every modality's SPL "
+                        f"posteriors in {layout.posteriors}, which has "
+                        f"{', '.join(found) or 'none'}: it needs prior.method spl, and "
+                        "`drcl prior` run with this correction setting")
+    return partners_of(found, data.name, data.train.item_ids("train"), device)
