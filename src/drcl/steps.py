@@ -32,9 +32,10 @@ STEPS: tuple[Step, ...] = (
          ("seed", "device", "precision", "data.split", "extract")),
     Step("prepare", "drcl.data.prepare", "prepare_dataset", ("seed", "data")),
     Step("prior", "drcl.stages.prior", "fit_prior",
-         # the preprocessing probe trains on the RSC schedule: train.lr too
+         # the preprocessing probe trains on the RSC schedule: train.lr too; SPL uses the
+         # label loss, and keeps posteriors for the cross-modal correction cost
          ("seed", "device", "precision", "model", "prior", "train.epochs", "train.batch_size",
-          "train.lr", "train.lr_per_modality")),
+          "train.lr", "train.lr_per_modality", "train.label_loss", "train.correction")),
     Step("train", "drcl.stages.train", "train_modality",
          ("seed", "device", "precision", "data.modalities", "model", "train")),
     Step("evaluate", "drcl.stages.evaluate", "evaluate_encoders",

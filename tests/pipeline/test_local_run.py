@@ -1,6 +1,8 @@
 """The whole pipeline on this machine (kfp SubprocessRunner) on a slice of the default data set:
 the same MAP as the `drcl` stages (what `dvc repro` runs) with the same params and seed, the
-same kind of outputs, promotion under the gate, and one MLflow parent run for the Kubeflow run."""
+same kind of outputs, promotion under the gate, and one MLflow parent run for the Kubeflow run.
+The slice's labels are made noisy and corrected with the cross-modal cost, so the SPL
+posteriors travel from the prior task to the training tasks as they do between DVC stages."""
 
 from __future__ import annotations
 
@@ -20,9 +22,14 @@ from tests.pipeline.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 SLICE = ["fou", "kar", "mor"]
-FAST = {"seed": 0, "device": "cpu", "data": {"source": "uci_mfeat", "modalities": SLICE},
+FAST = {"seed": 0, "device": "cpu",
+        "data": {"source": "uci_mfeat", "modalities": SLICE,
+                 "noise": {"kind": "symmetric", "rate": 0.2}},
         "model": {"hidden_dim": 32, "common_dim": 16},
-        "train": {"epochs": 3, "batch_size": 32, "lr": 3e-3},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 3e-3,
+                  "correction": {"method": "partial_ot", "warmup": 1, "cost": "cross_modal"}},
+        # the gate measures the noisy validation labels: a lower bar than clean data clears
+        "promotion": {"min_mean_map": 0.2, "min_direction_map": 0.1},
         "tracking": {"enabled": True, "experiment": "drcl-kfp-test"}}
 
 
@@ -77,6 +84,10 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     assert summary == (f"test MAP@all {expected['map_all']['mean']:.4f}, "
                        f"MAP@50 {expected['map_at_50']['mean']:.4f}")
     assert expected["map_all"]["mean"] > 0.3  # ten classes: chance is about 0.1
+    # each training task corrected its labels with the posteriors the prior task handed over
+    histories = {h.stem: h.read_text() for h in run_dir.glob("**/plots/train/*.csv")}
+    assert sorted(histories) == sorted(SLICE)
+    assert all("correction_label_accuracy" in text for text in histories.values())
     assert sorted(p.name for p in (evaluation / "plots/pr").iterdir()) == \
         sorted(p.name for p in (cli_dir / "plots/pr").iterdir())
     assert (evaluation / "plots/images/pr_curves.png").stat().st_size > 1000
