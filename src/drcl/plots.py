@@ -23,17 +23,34 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 
 def training_curve_png(history: Sequence[Mapping[str, float]], path: str | Path, *,
                        title: str, best_epoch: int) -> None:
-    """Training and validation loss per epoch, with the selected epoch marked."""
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    """Training and validation loss per epoch, with the selected epoch marked; with label
+    correction, a second panel shows the share of items kept and, where clean labels exist,
+    how many of the labels trained on were right."""
+    corrected = [h for h in history if "correction_kept" in h]
+    fig, axes = plt.subplots(2 if corrected else 1, 1, figsize=(6, 6.5 if corrected else 4),
+                             squeeze=False, sharex=True, layout="constrained")
+    ax = axes[0, 0]
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (mixup)")
     ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
     ax.axvline(best_epoch, color="grey", linestyle=":", label=f"selected epoch {best_epoch}")
-    ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend()
+    if corrected:
+        share = axes[1, 0]
+        at = [h["epoch"] for h in corrected]
+        share.plot(at, [h["correction_kept"] for h in corrected], label="items kept")
+        share.plot(at, [h["correction_mass"] for h in corrected], linestyle="--",
+                   label="trusted mass")
+        if "correction_label_accuracy" in corrected[0]:
+            share.plot(at, [h["correction_label_accuracy"] for h in corrected],
+                       label="labels right (of kept)")
+        share.set_ylim(0, 1.02)
+        share.set_ylabel("share")
+        share.legend()
+    axes[-1, 0].set_xlabel("epoch")
     _save(fig, path)
 
 

@@ -33,6 +33,10 @@ def test_noise_then_correction_from_the_command_line(project):
         history = list(csv.DictReader(fh))
     assert [r["correction_mass"] != "" for r in history] == [False] * 3 + [True] * 5
     assert float(history[-1]["correction_label_accuracy"]) > 0.6
+    from PIL import Image
+
+    with Image.open(project / "plots/images/train_image.png") as png:
+        assert png.height > png.width  # the loss panel and, below it, the correction panel
     weights = (project / "models/encoders/image.safetensors").read_bytes()
 
     file = project / "data/prepared/image.npz"
