@@ -6,7 +6,7 @@ STAMP := $(VENV)/.drcl-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lint lock bench bench-quality clean
+.PHONY: setup repro test lint lock bench bench-quality bench-noise clean
 
 setup: $(STAMP)
 
@@ -39,12 +39,19 @@ bench: setup
 	$(BIN)/python benchmarks/speed/evaluation.py
 	$(BIN)/python benchmarks/speed/training.py
 	$(BIN)/python benchmarks/speed/pipeline.py
+	$(BIN)/python benchmarks/speed/serving.py
 
 # Quality tables (about 1.5 hours on a 2-core CPU; Wikipedia needs data/wikipedia, see README).
 bench-quality: setup
 	for d in uci_mfeat wikipedia_lda wikipedia_minilm; do \
 		$(BIN)/python benchmarks/quality/run.py $$d || exit 1; done
 	$(BIN)/python benchmarks/quality/report.py
+
+# Label noise: every noise setting x DRCL / plain CE / correction (hours on a 2-core CPU).
+bench-noise: setup
+	for d in wikipedia_lda uci_mfeat wikipedia_minilm; do \
+		$(BIN)/python benchmarks/noise/run.py $$d || exit 1; done
+	$(BIN)/python benchmarks/noise/report.py
 
 clean:
 	rm -rf data/prepared models metrics plots

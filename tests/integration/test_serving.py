@@ -4,6 +4,8 @@ answers are `drcl search`'s, bad requests are one-line errors, damaged weights r
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -25,17 +27,25 @@ def drcl(project: Path, monkeypatch, *args: str):
     return result
 
 
-@pytest.fixture
-def promoted(projects, tmp_path, mlflow_store, monkeypatch) -> Path:
-    """A promoted set, a text index and image queries as `drcl search` takes them."""
-    a = projects.copy(tmp_path / "a")
-    drcl(a, monkeypatch, "promote")
-    with np.load(a / "data/prepared/image.npz") as npz:
-        np.savez(a / "images.npz", features=npz["test.features"][:5],
-                 ids=np.asarray([f"img-{i}" for i in range(5)]))
-    drcl(a, monkeypatch, "index", "-m", "text", "--features", "data/prepared/text.npz",
-         "--key", "test.features", "--out", "text-index.npz")
-    return a
+@pytest.fixture(scope="module")
+def promoted(projects, tmp_path_factory, empty_mlflow_store) -> Iterator[Path]:
+    """A promoted set, a text index and image queries as `drcl search` takes them; made once
+    for the module (no test changes the store)."""
+    root = tmp_path_factory.mktemp("serving")
+    store = root / "mlflow.db"
+    shutil.copyfile(empty_mlflow_store, store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+        for name in ("MLFLOW_REGISTRY_URI", "DRCL_PIPELINE_RUN_ID"):
+            patch.delenv(name, raising=False)
+        a = projects.copy(root / "a")
+        drcl(a, patch, "promote")
+        with np.load(a / "data/prepared/image.npz") as npz:
+            np.savez(a / "images.npz", features=npz["test.features"][:5],
+                     ids=np.asarray([f"img-{i}" for i in range(5)]))
+        drcl(a, patch, "index", "-m", "text", "--features", "data/prepared/text.npz",
+             "--key", "test.features", "--out", "text-index.npz")
+        yield a
 
 
 def queries(project: Path) -> list[dict]:
