@@ -348,6 +348,22 @@ def scenario_registry(project):
     assert history[2]["reason"] == "v2 ranks our queries worse"
 
 
+def scenario_noise(project):
+    """Shared label noise on the user's paired views, corrected with the cross-modal cost."""
+    p = project(data={"source": "npz", "path": "data/scene.npz",
+                      "modalities": ["view0", "view1"]},
+                train={"epochs": 8, "correction": {"warmup": 3}})
+    write_scene(p.root / "data" / "scene.npz")
+    out = p.run_blocks("noise")
+    noise = json.loads((p.root / "data/prepared/manifest.json").read_text())["noise"]
+    assert (noise["kind"], noise["rate"], noise["scope"]) == ("symmetric", 0.4, "shared")
+    assert noise["realised"]["view0"]["train"] == noise["realised"]["view1"]["train"] == 0.4
+    for view in ("view0", "view1"):
+        history = (p.root / f"plots/train/{view}.csv").read_text()
+        assert "correction_label_accuracy" in history.splitlines()[0]
+    assert "view0->view1" in out[0]
+
+
 def scenario_profiles(project, tmp_path):
     """The Wikipedia profiles, then the same data set as -S settings (a slice of the release)."""
     if not REAL_WIKIPEDIA.is_dir():
@@ -438,6 +454,7 @@ def scenario_kubeflow(project, s3_server, tmp_path):
 PARTS = {"serve": "raw", "serve-server": "raw"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
              "registry": scenario_registry, "profiles": scenario_profiles, "s3": scenario_s3,
+             "noise": scenario_noise,
              "kubeflow": scenario_kubeflow}
 
 
