@@ -111,5 +111,5 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     assert parent.info.status == "FINISHED"  # closed by the exit handler
     children = sorted(r.info.run_name for r in runs
                       if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
-    assert children == ["evaluate", "prior", "promote", "train@fou", "train@kar", "train@mor"]
+    assert children == ["evaluate", "prior", "promote", *(f"train@{m}" for m in SLICE)]
     # (a second run with nothing changed trains nothing: tests/integration/test_readme.py)
