@@ -544,3 +544,17 @@ def test_refusing_the_same_encoders_again_reuses_their_set(projects, tmp_path, c
         assert result.exit_code == EXIT_CHALLENGER and "drcl-set v2 not promoted" in result.stdout
     assert len(client.search_model_versions(f"name = '{SET}'")) == 2
     assert aliases(client, SET) == {"champion": "1", "challenger": "2"}
+
+
+def test_champion_names_the_set_and_refuses_before_the_first_promotion(projects, tmp_path,
+                                                                       client, monkeypatch):
+    a = projects.copy(tmp_path / "a")
+    message = one_error_line(drcl(a, monkeypatch, "champion"))
+    assert "registry: drcl-set has no champion yet; promote one with `drcl promote`" in message
+    assert drcl(a, monkeypatch, "promote").exit_code == 0
+    shown = drcl(a, monkeypatch, "champion")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("drcl-set v1: models:/drcl-set@champion, prior ")
+    assert "  image: drcl-encoder-image v1, 12-d precomputed features" in shown.stdout
+    located = drcl(a, monkeypatch, "champion", "--storage-uri")
+    assert located.exit_code == 0 and located.stdout.strip().endswith("/artifacts/set")

@@ -97,3 +97,18 @@ def test_file_errors(tmp_path):
     bad.write_text(yaml.safe_dump({"train": {"batch_size": -5}}))
     with pytest.raises(DrclError, match=rf"{bad.name}: train.batch_size"):
         load_params(bad)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train": {"correction": {"method": "partial_ot", "mass_start": 0.9, "mass_end": 0.5}}},
+     "mass_end 0.5 < mass_start 0.9; the trusted share grows over training"),
+    ({"train": {"epochs": 5, "correction": {"method": "partial_ot", "warmup": 5}}},
+     "correction.warmup: 5 warm-up epochs leave none of train.epochs 5"),
+    ({"train": {"correction": {"method": "partial_ot", "cost": "others"}}},
+     "train.correction.cost: Input should be 'own' or 'cross_modal'"),
+    ({"train": {"label_loss": "mae"}}, "train.label_loss: Input should be 'gce' or 'ce'"),
+])
+def test_bad_correction_settings_are_one_line(raw, message):
+    with pytest.raises(DrclError) as caught:
+        parse_params(raw)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
