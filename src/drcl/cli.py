@@ -102,9 +102,10 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
     from drcl.stages.evaluate import evaluate_encoders
 
     def step() -> None:
+        from drcl.report import mean_figures
+
         report = evaluate_encoders(load_params(params), _layout())
-        summary = {name: round(table["mean"], 4) for name, table in report.items()}
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps({name: round(v, 4) for name, v in mean_figures(report).items()}))
 
     run_step(step)
 

@@ -80,6 +80,11 @@ class DataParams(_Strict):
     per-modality training stages are generated from this list. With `dvc`, `path` names a
     DVC-tracked file or folder in that repository at `rev` (a branch is followed: each run
     resolves it afresh), read from the repository's DVC remote.
+
+    Zero-shot retrieval: `unseen_classes` (names) or `unseen_class_count` (drawn with `seed`)
+    leaves classes out of the training and validation splits of every modality; the test split
+    keeps them (drcl.data.zero_shot). `class_text` gives a class a longer description than its
+    name for the semantic prior.
     """
 
     source: Literal["uci_mfeat", "npz", "extracted", "prepared", "wikipedia_svcl",
@@ -90,6 +95,23 @@ class DataParams(_Strict):
     modalities: list[str] | None = None
     split: SplitRatios = SplitRatios()
     noise: NoiseParams = NoiseParams()
+    unseen_classes: list[str] | None = None
+    unseen_class_count: Annotated[int, Field(ge=1)] | None = None
+    class_text: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_way_to_hold_out(self) -> DataParams:
+        if self.unseen_classes is not None and self.unseen_class_count is not None:
+            raise ValueError("data.unseen_classes names the held-out classes and "
+                             "data.unseen_class_count draws them; set one of the two")
+        names = self.unseen_classes
+        if names is not None and (not names or len(set(names)) != len(names)):
+            raise ValueError("data.unseen_classes: list each class once (or leave it null)")
+        held_out = self.unseen_classes is not None or self.unseen_class_count is not None
+        if held_out and self.noise.kind != "none":
+            raise ValueError("data.noise with unseen classes: noise is measured on the full "
+                             "label set; run the two settings apart")
+        return self
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DataParams:
@@ -170,7 +192,10 @@ class PriorParams(_Strict):
     method uses, so a modality that merely memorises its training set does not win.
     """
 
-    method: Literal["spl", "orthogonal"] = "spl"
+    method: Literal["spl", "orthogonal", "semantic"] = "spl"
+    """`semantic`: W's columns are the class texts' MiniLM embeddings mapped into the common
+    space by a fixed seeded isometry (drcl.semantics), so a class unseen in training, or added
+    later, has a column too."""
     spl_snapshot: Literal["best", "last"] = "best"
     score_split: Literal["train", "val"] = "train"
     lr: PositiveFloat = 5e-4
@@ -222,6 +247,9 @@ class TrainParams(_Strict):
     selection: Literal["val_loss", "target_map"] = "val_loss"
     label_loss: Literal["gce", "ce"] = "gce"
     correction: CorrectionParams = CorrectionParams()
+    targets: Literal["auto", "recast", "class"] = "auto"
+    """Where J_MSE and J_D pull an item: `recast` y W_pinv (MRR), `class` y W^T (its class's
+    column itself; the same for an orthonormal W); `auto`: class under a semantic prior."""
 
     def lr_for(self, modality: str) -> float:
         return self.lr_per_modality.get(modality, self.lr)

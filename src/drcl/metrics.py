@@ -16,7 +16,7 @@ import ctypes
 import ctypes.util
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
@@ -408,3 +408,23 @@ def direction_report(embeddings: Mapping[str, ArrayLike], labels: Mapping[str, A
         mean = sum(values.values()) / len(values) if values else 0.0
         tables[name] = {"mean": mean, **values}
     return tables, results
+
+
+def class_set_report(embeddings: Mapping[str, ArrayLike], labels: Mapping[str, ArrayLike],
+                     classes: Sequence[int], *, k: int, multi_label: bool,
+                     query_chunk: int = 1024, device: torch.device | str | None = None,
+                     ) -> dict[str, dict[str, float]]:
+    """direction_report's tables on the items whose labels all lie in `classes`, ranked among
+    themselves with labels narrowed to those classes: zero-shot retrieval's unseen-class (or
+    seen-class) test set."""
+    from drcl.data.zero_shot import class_subset
+
+    chosen = np.asarray(classes, dtype=np.int64)
+    sub_embeddings, sub_labels = {}, {}
+    for name in embeddings:
+        rows, narrowed = class_subset(np.asarray(labels[name]), chosen)
+        sub_embeddings[name] = torch.as_tensor(embeddings[name])[torch.as_tensor(rows)]
+        sub_labels[name] = narrowed
+    tables, _ = direction_report(sub_embeddings, sub_labels, k=k, multi_label=multi_label,
+                                 query_chunk=query_chunk, device=device)
+    return tables

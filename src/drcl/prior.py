@@ -17,10 +17,12 @@ import torch
 from drcl.batching import ordered_batches, progress, shuffled_batches, split_tensors
 from drcl.config import Params
 from drcl.data.dataset import ModalityData
+from drcl.data.zero_shot import seen_classes, training_view
 from drcl.errors import DrclError
 from drcl.losses import generalized_cross_entropy, label_q
 from drcl.model import Encoder, EncoderSpec, adam, input_statistics
 from drcl.runtime import compute_dtype, seed_everything, stage_seed
+from drcl.semantics import class_columns, isometry
 from drcl.standardization import StandardizeChoice, choose_standardization
 
 
@@ -80,6 +82,7 @@ class Candidate:
 def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: Params,
                     device: torch.device) -> Candidate:
     """Train a fresh encoder and a trainable copy of W0 on J_L; score W after every epoch."""
+    data = training_view(data)
     choice = choose_standardization(data, params, device)  # before seeding: training unchanged
     gen = seed_everything(stage_seed(params.seed, "prior", data.name))
     mean, std = input_statistics(data.train.features, standardize=choice.standardize)
@@ -126,18 +129,32 @@ def learn_candidate(data: ModalityData, initial_prior: torch.Tensor, *, params: 
 
 
 @dataclass(frozen=True)
+class ClassSemantics:
+    """Every class's text and its (C, 384) MiniLM embedding (drcl.semantics)."""
+
+    texts: list[str]
+    embeddings: torch.Tensor
+
+
+@dataclass(frozen=True)
 class PriorResult:
-    """The frozen prior W (d x C) and how it was chosen."""
+    """The frozen prior W (d x C_seen) and how it was chosen; `classes` are the class ids of
+    its columns (all classes unless some were held out for zero-shot retrieval)."""
 
     prior: torch.Tensor
     method: str
     chosen: str | None
     candidates: dict[str, Candidate]
+    classes: np.ndarray
+    projection: torch.Tensor | None = None
+    """The semantic prior's isometry P: a class's column is P t_c (drcl.semantics)."""
+    semantics: ClassSemantics | None = None
 
     def summary(self) -> dict:
         return {
             "method": self.method,
             "chosen": self.chosen,
+            "classes": self.classes.tolist(),
             "scores": {m: c.best_score for m, c in self.candidates.items()},
             "best_epoch": {m: c.best_epoch for m, c in self.candidates.items()},
             "standardize": {m: c.standardization.as_dict()
@@ -146,15 +163,28 @@ class PriorResult:
 
 
 def select_prior(modalities: list[ModalityData], *, num_classes: int, params: Params,
-                 device: torch.device) -> PriorResult:
+                 device: torch.device, semantics: ClassSemantics | None = None) -> PriorResult:
     """SPL: the candidate W of the modality with the highest quality score (or W0 for the
-    orthogonal baseline)."""
-    w0 = orthogonal_init(params.model.common_dim, num_classes, seed=params.seed)
+    orthogonal baseline, or the class texts' columns for the semantic prior). W covers the
+    seen classes; held-out classes never reach it."""
+    seen = seen_classes(num_classes, modalities[0].unseen if modalities else ())
+    modalities = [training_view(m) for m in modalities]
+    if params.prior.method == "semantic":
+        if semantics is None or semantics.embeddings.shape[0] != num_classes:
+            raise DrclError("prior.method: semantic needs an embedded text for each of the "
+                            f"{num_classes} classes")
+        projection = isometry(params.model.common_dim, semantics.embeddings.shape[1],
+                              seed=params.seed)
+        prior = class_columns(semantics.embeddings[torch.as_tensor(seen)], projection)
+        return PriorResult(prior=prior, method="semantic", chosen=None, candidates={},
+                           classes=seen, projection=projection, semantics=semantics)
+    w0 = orthogonal_init(params.model.common_dim, seen.size, seed=params.seed)
     if params.prior.method == "orthogonal":
-        return PriorResult(prior=w0, method="orthogonal", chosen=None, candidates={})
+        return PriorResult(prior=w0, method="orthogonal", chosen=None, candidates={},
+                           classes=seen)
     if not modalities:
         raise DrclError("prior: SPL needs at least one modality")
     candidates = {m.name: learn_candidate(m, w0, params=params, device=device) for m in modalities}
     winner = max(candidates.values(), key=lambda c: c.best_score)
     return PriorResult(prior=winner.prior(params.prior.spl_snapshot).cpu(), method="spl",
-                       chosen=winner.modality, candidates=candidates)
+                       chosen=winner.modality, candidates=candidates, classes=seen)

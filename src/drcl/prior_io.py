@@ -16,10 +16,13 @@ def prior_checksum(prior: torch.Tensor) -> str:
     return hashlib.sha256(prior.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
 
 
-def save_prior(prior: torch.Tensor, path: str | Path, **metadata: str) -> None:
-    """Write W with its checksum and provenance, atomically."""
+def save_prior(prior: torch.Tensor, path: str | Path, *,
+               extra: dict[str, torch.Tensor] | None = None, **metadata: str) -> None:
+    """Write W with its checksum and provenance, atomically; `extra` tensors ride along (the
+    semantic prior's class embeddings and isometry, which give a new class its column)."""
     meta = {k: str(v) for k, v in metadata.items()} | {"sha256": prior_checksum(prior)}
-    save_tensors({"W": prior.float()}, path, meta)
+    save_tensors({"W": prior.float(), **{k: v.float() for k, v in (extra or {}).items()}},
+                 path, meta)
 
 
 def load_prior(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:

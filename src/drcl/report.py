@@ -18,6 +18,18 @@ def _read(path: Path) -> dict:
         raise DrclError(f"{path}: not valid JSON ({exc})") from None
 
 
+def mean_figures(report: dict, prefix: str = "") -> dict[str, float]:
+    """Each table's mean: `map_all`, `map_at_50`, and with classes held out `unseen.map_all`,
+    `seen.map_all`, ... (eval.json's tables, one figure each)."""
+    out: dict[str, float] = {}
+    for name, table in report.items():
+        if "mean" in table:
+            out[prefix + name] = table["mean"]
+        else:
+            out |= mean_figures(table, f"{prefix}{name}.")
+    return out
+
+
 def metrics_summary(layout: Layout) -> str:
     """The prior, each modality's preprocessing and epoch, mean MAP and the MAP@all matrix."""
     evaluation = _read(layout.eval_metrics)
@@ -39,6 +51,10 @@ def metrics_summary(layout: Layout) -> str:
     if at_k:
         mean += f", {at_k.replace('map_at_', 'MAP@')} {evaluation[at_k]['mean']:.4f}"
     lines.append(f"test, mean over {len(map_all) - 1} directions: {mean}")
+    for subset, what in (("unseen", "classes unseen in training (zero-shot)"),
+                         ("seen", "classes seen in training")):
+        if subset in evaluation:
+            lines.append(f"  {what}: MAP@all {evaluation[subset]['map_all']['mean']:.4f}")
     width = max(len(m) for m in modalities + ["query"])
     lines.append("MAP@all  " + "query \\ database".ljust(width) + "  "
                  + "  ".join(m[:6].rjust(6) for m in modalities))

@@ -11,6 +11,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from drcl.batching import ordered_batches, progress, shuffled_batches, split_ten
 from drcl.config import Params
 from drcl.correction import Corrected, Partners, correct_labels, trusted_mass
 from drcl.data.dataset import ModalityData
+from drcl.data.zero_shot import training_view
 from drcl.errors import DrclError
 from drcl.losses import label_q, rsc_loss
 from drcl.metrics import mean_average_precision
@@ -57,19 +59,37 @@ class TrainResult:
 Observer = Callable[[int, Corrected], dict[str, float]]
 
 
+def target_kind(params: Params, prior_method: str) -> Literal["recast", "class"]:
+    """`train.targets` resolved: `auto` pulls items to their class's column under a semantic
+    prior (its columns are not orthogonal, and W_pinv's dual basis would leave the text
+    space), and to the recast targets otherwise."""
+    if params.train.targets != "auto":
+        return params.train.targets
+    return "class" if prior_method == "semantic" else "recast"
+
+
+def target_matrix(prior: torch.Tensor, kind: str) -> torch.Tensor:
+    """The C x d matrix that turns labels into targets: W_pinv (MRR) or W^T."""
+    return prior_pseudo_inverse(prior) if kind == "recast" else prior.T.float().contiguous()
+
+
 def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
                   device: torch.device, observe: Observer | None = None,
-                  partners: Partners | None = None) -> TrainResult:
-    """RSC training of `data.name`'s encoder towards the recast targets of the frozen prior.
+                  partners: Partners | None = None,
+                  targets: Literal["recast", "class"] = "recast") -> TrainResult:
+    """RSC training of `data.name`'s encoder towards the targets of the frozen prior: recast
+    by W's pseudo-inverse (MRR), or W's class columns themselves (`targets="class"`).
 
     With `train.correction`, each epoch after the warm-up trains on corrected labels
     (drcl.correction); `partners` are the other modalities' posteriors of the same items for
     its cross-modal cost. `observe(epoch, corrected)` may add figures to that epoch's record
     (the stage measures the corrected labels against clean ones there, when it has them).
+    Classes held out for zero-shot retrieval never reach training (drcl.data.zero_shot).
     """
+    data = training_view(data)
     if prior.shape[1] != data.train.labels.shape[1]:
         raise DrclError(f"prior: W has {prior.shape[1]} classes but modality {data.name!r} "
-                        f"has {data.train.labels.shape[1]}")
+                        f"has {data.train.labels.shape[1]} in training")
     cfg = params.train
     if cfg.correction.method != "none" and _multi_label(data):
         raise DrclError(f"train.correction.method: {cfg.correction.method} assigns one class "
@@ -85,7 +105,7 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
                       compute_dtype=compute_dtype(params.precision, device)).to(device)
     optimizer = adam(encoder.parameters(), lr=cfg.lr_for(data.name))
     w = prior.to(device).float()
-    w_pinv = prior_pseudo_inverse(prior).to(device)
+    w_pinv = target_matrix(prior, targets).to(device)
     x, y = split_tensors(data.train, device)
     xv, yv = split_tensors(data.val, device)
     loss_args = dict(alpha=cfg.alpha, beta=cfg.beta, use_mrr=cfg.use_mrr,

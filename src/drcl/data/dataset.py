@@ -59,6 +59,8 @@ class ModalityData:
     train: Split
     val: Split
     test: Split
+    unseen: tuple[int, ...] = ()
+    """Class ids held out of training and validation (drcl.data.zero_shot)."""
 
     @property
     def dim(self) -> int:
@@ -93,10 +95,22 @@ class Manifest:
     noise: dict | None = None
     """Label noise injected by `prepare` (drcl.data.noise): kind, rate, scope and the rate
     realised per modality and split; None when there is none."""
+    unseen_classes: list[str] = field(default_factory=list)
+    """Classes held out of training and validation: test-only (drcl.data.zero_shot)."""
+    class_text: dict[str, str] = field(default_factory=dict)
+    """A class's description where it is more than its name (the semantic prior's input)."""
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def unseen_ids(self) -> list[int]:
+        return [self.classes.index(c) for c in self.unseen_classes]
+
+    def class_texts(self) -> list[str]:
+        """One text per class: its description, else its name."""
+        return [self.class_text.get(c, c) for c in self.classes]
 
     def to_dict(self) -> dict:
         return {
@@ -107,6 +121,8 @@ class Manifest:
             "paired": self.paired,
             "source": self.source,
             "noise": self.noise,
+            "unseen_classes": self.unseen_classes,
+            "class_text": self.class_text,
             "modalities": {
                 m: {"dim": i.dim, "sizes": i.sizes, "extractor": i.extractor, "sha256": i.sha256}
                 for m, i in self.modalities.items()
@@ -152,9 +168,12 @@ def save_dataset(
     source: dict | None = None,
     noise: dict | None = None,
     clean_labels: dict[str, dict[str, np.ndarray]] | None = None,
+    unseen: list[int] | None = None,
+    class_text: dict[str, str] | None = None,
 ) -> Manifest:
     """Write a data set folder atomically and return its manifest; `clean_labels` (the labels
-    noise replaced, per modality and split) are stored as `<split>.clean_labels`."""
+    noise replaced, per modality and split) are stored as `<split>.clean_labels`, `unseen`
+    (held-out class ids) in every modality's file."""
     infos: dict[str, ModalityInfo] = {}
     with atomic_path(path) as tmp:
         tmp.mkdir()
@@ -163,6 +182,8 @@ def save_dataset(
                 "classes": np.asarray(list(classes), dtype=np.str_),
                 "multi_label": np.asarray(multi_label),
             }
+            if unseen:
+                arrays["unseen_classes"] = np.asarray(unseen, dtype=np.int64)
             for split in SPLITS:
                 part = mod.split(split)
                 arrays[f"{split}.features"] = np.ascontiguousarray(part.features, np.float32)
@@ -181,7 +202,9 @@ def save_dataset(
             )
         manifest = Manifest(name=name, classes=list(classes), multi_label=multi_label,
                             modalities=infos, paired=paired, source=source,
-                            noise=None if not noise or noise.get("kind") == "none" else noise)
+                            noise=None if not noise or noise.get("kind") == "none" else noise,
+                            unseen_classes=[classes[c] for c in unseen or []],
+                            class_text=dict(class_text or {}))
         write_json(tmp / MANIFEST, manifest.to_dict())
     return manifest
 
@@ -200,6 +223,8 @@ def load_manifest(path: str | Path) -> Manifest:
             paired=bool(raw.get("paired", False)),
             source=raw.get("source"),
             noise=raw.get("noise"),
+            unseen_classes=list(raw.get("unseen_classes") or []),
+            class_text=dict(raw.get("class_text") or {}),
             modalities={
                 m: ModalityInfo(dim=int(i["dim"]), sizes={k: int(v) for k, v in i["sizes"].items()},
                                 sha256=str(i["sha256"]),
@@ -233,7 +258,7 @@ def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> Mo
         raise DrclError(f"{file}: no such modality file (run `drcl prepare` first)")
     expected = ["classes", *(f"{s}.{kind}" for s in SPLITS for kind in ("features", "labels"))]
     # only what training reads: the clean labels kept beside noisy ones stay on disk
-    names, npz = load_npz(file, [*expected, *(f"{s}.ids" for s in SPLITS)],
+    names, npz = load_npz(file, [*expected, *(f"{s}.ids" for s in SPLITS), "unseen_classes"],
                           what="a prepared modality file")
     missing = [key for key in expected if key not in npz]
     if missing:
@@ -249,7 +274,10 @@ def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> Mo
             labels=_decode_labels(npz[f"{split}.labels"], num_classes, where),
             ids=npz[ids_key].astype(np.str_) if ids_key in npz else None,
         )
-    return ModalityData(name=modality, **splits)
+    unseen = tuple(int(c) for c in npz["unseen_classes"]) if "unseen_classes" in npz else ()
+    if any(not 0 <= c < num_classes for c in unseen):
+        raise DrclError(f"{file}:unseen_classes: class ids must lie in [0, {num_classes - 1}]")
+    return ModalityData(name=modality, **splits, unseen=unseen)
 
 
 def dataset_checksum(manifest: Manifest) -> str:

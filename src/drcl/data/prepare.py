@@ -19,6 +19,7 @@ from drcl.data.noise import check_noise, corrupt
 from drcl.data.sources import UNSPLIT, ImportedDataset, RawPart, import_source
 from drcl.data.splits import label_strata, stratified_split
 from drcl.data.validate import check_ids, check_imported, check_paired_labels, check_splits
+from drcl.data.zero_shot import choose_unseen, hold_out
 from drcl.errors import DrclError
 
 
@@ -66,10 +67,16 @@ def prepare_dataset(params: Params, *, out_dir: str | Path,
     check_noise(data.noise, name=imported.name, paired=paired, multi_label=multi_label)
     modalities, clean, noise = corrupt(modalities, data.noise, seed=seed,
                                        multi_label=multi_label, num_classes=num_classes)
+    unknown = sorted(set(data.class_text) - set(classes))
+    if unknown:
+        raise DrclError(f"data.class_text: {imported.name} has no class {unknown[0]!r}; its "
+                        f"classes are {', '.join(classes)}")
+    unseen = choose_unseen(classes, data, seed=seed, name=imported.name)
+    modalities = hold_out(modalities, unseen)
     return save_dataset(out_dir, name=imported.name, classes=classes, multi_label=multi_label,
                         modalities=modalities, paired=paired, extractors=imported.extractors,
                         source=reference.as_dict() if reference else None, noise=noise,
-                        clean_labels=clean)
+                        clean_labels=clean, unseen=unseen, class_text=data.class_text)
 
 
 def _ids(part: RawPart, *, default: Callable[[int], list[str]]) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 from drcl.config import Params
 from drcl.errors import DrclError
 from drcl.kfp.project import build_pipeline, pipeline_arguments
+from drcl.report import mean_figures
 from drcl.tracking import tracking_uri
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -43,8 +44,8 @@ class LocalRun:
         if self.evaluation is not None:
             report = json.loads((self.evaluation / "metrics" / "eval.json").read_text())
             lines.append("test " + ", ".join(
-                f"{name.replace('map_all', 'MAP@all').replace('map_at_', 'MAP@')} "
-                f"{table['mean']:.4f}" for name, table in report.items()))
+                f"{name.replace('map_all', 'MAP@all').replace('map_at_', 'MAP@')} {value:.4f}"
+                for name, value in mean_figures(report).items()))
         if self.outcome is not None:
             lines.append(f"promotion: {_describe(self.outcome)}")
         source = self.decision.get("source")

@@ -8,9 +8,10 @@ from pathlib import Path
 from drcl.atomic import atomic_path, write_json
 from drcl.config import Params
 from drcl.data.dataset import dataset_checksum, load_manifest, load_modality
+from drcl.data.zero_shot import seen_classes
 from drcl.errors import DrclError
 from drcl.layout import Layout
-from drcl.metrics import direction_report
+from drcl.metrics import class_set_report, direction_report
 from drcl.model import embed, load_encoder, read_metadata
 from drcl.plots import pr_curves_png
 from drcl.runtime import compute_dtype, resolve_device, resolved_precision
@@ -19,7 +20,9 @@ from drcl.tracking import stage_run
 
 def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = None) -> dict:
     """MAP@all and MAP@k of every ordered pair of modalities on the test split; writes the
-    report, the precision-recall curves and their picture."""
+    report, the precision-recall curves and their picture. With classes held out of training
+    the report also has `unseen` (the zero-shot figure) and `seen`: the same tables on the
+    test items of those classes only, ranked among themselves."""
     manifest = load_manifest(layout.data)
     device = resolve_device(params.device)
     dtype = compute_dtype(params.precision, device)
@@ -40,6 +43,14 @@ def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = N
         report, results = direction_report(embeddings, labels, k=k,
                                            multi_label=manifest.multi_label,
                                            query_chunk=params.evaluate.query_chunk, device=device)
+        if manifest.unseen_classes:  # zero-shot: each test set apart, besides all classes
+            unseen = manifest.unseen_ids
+            sets = {"unseen": unseen, "seen": seen_classes(manifest.num_classes, unseen)}
+            report |= {name: class_set_report(embeddings, labels, classes, k=k,
+                                              multi_label=manifest.multi_label,
+                                              query_chunk=params.evaluate.query_chunk,
+                                              device=device)
+                       for name, classes in sets.items()}
         curves = {direction: (res.recall, res.precision) for direction, res in results.items()}
         with atomic_path(layout.pr_curves) as tmp:
             tmp.mkdir()
@@ -49,8 +60,7 @@ def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = N
         pr_curves_png(curves, layout.pr_image,
                       title=f"Precision-recall on {manifest.name} (test)")
         write_json(layout.eval_metrics, report)
-        run.log_metrics({f"{name}.{direction}": value for name, table in report.items()
-                         for direction, value in table.items()})
+        run.log_metrics(_flat(report))
         run.set_tags({"drcl.prior_sha256": next(iter(priors.values())),
                       "drcl.precision": resolved_precision(params.precision, device)})
         run.log_artifacts(layout.eval_metrics, layout.pr_curves, layout.pr_image)
@@ -62,3 +72,14 @@ def _write_pr_csv(path: Path, recall, precision) -> None:
         writer = csv.writer(fh)
         writer.writerow(["recall", "precision"])
         writer.writerows(zip(map(float, recall), map(float, precision), strict=True))
+
+
+def _flat(report: dict, prefix: str = "") -> dict[str, float]:
+    """`map_all.mean`, `unseen.map_all.image->text`, ...: MLflow's metric names."""
+    out: dict[str, float] = {}
+    for key, value in report.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
+import torch
+
 from drcl.atomic import atomic_path, write_csv, write_json
 from drcl.config import Params, for_data
 from drcl.correction import save_posteriors
-from drcl.data.dataset import dataset_checksum, load_manifest, load_modality
+from drcl.data.dataset import Manifest, dataset_checksum, load_manifest, load_modality
 from drcl.errors import DrclError
 from drcl.layout import Layout
-from drcl.prior import PriorResult, select_prior
+from drcl.prior import ClassSemantics, PriorResult, select_prior
 from drcl.prior_io import prior_checksum, save_prior
 from drcl.runtime import resolve_device, resolved_precision
+from drcl.semantics import TEXT_EXTRACTOR, embed_class_texts
 from drcl.tracking import stage_run
 
 
@@ -30,7 +35,7 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
     with stage_run(params, "prior", layout=layout, dataset_sha256=dataset_checksum(manifest),
                    data_source=manifest.source, run_key=run_key) as run:
         result = select_prior(modalities, num_classes=manifest.num_classes, params=params,
-                              device=device)
+                              device=device, semantics=_semantics(params, manifest, device))
         with atomic_path(layout.prior_plots) as tmp:
             tmp.mkdir()
             for name, cand in result.candidates.items():
@@ -38,8 +43,10 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
                 run.log_history(cand.history, prefix=f"spl.{name}.")
         precision = resolved_precision(params.precision, device)
         write_json(layout.prior_metrics, result.summary() | {"precision": precision})
-        save_prior(result.prior, layout.prior, method=result.method, chosen=result.chosen or "",
-                   dataset=manifest.name)
+        save_prior(result.prior, layout.prior, extra=_semantic_tensors(result),
+                   method=result.method, chosen=result.chosen or "", dataset=manifest.name,
+                   classes=json.dumps([manifest.classes[c] for c in result.classes]),
+                   **_semantic_metadata(result, manifest))
         save_posteriors(layout.posteriors, {m: (c.ids, c.posteriors)
                                             for m, c in result.candidates.items()
                                             if c.posteriors is not None})
@@ -54,3 +61,27 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
                       "drcl.precision": precision})
         run.log_artifacts(layout.prior_metrics, layout.prior_plots)
     return result
+
+
+def _semantics(params: Params, manifest: Manifest, device: torch.device) -> ClassSemantics | None:
+    """The class texts embedded, when the semantic prior needs them."""
+    if params.prior.method != "semantic":
+        return None
+    texts = manifest.class_texts()
+    return ClassSemantics(texts=texts, embeddings=torch.from_numpy(
+        embed_class_texts(texts, device=str(device))))
+
+
+def _semantic_tensors(result: PriorResult) -> dict[str, torch.Tensor]:
+    if result.semantics is None or result.projection is None:
+        return {}
+    return {"class_embeddings": result.semantics.embeddings, "projection": result.projection}
+
+
+def _semantic_metadata(result: PriorResult, manifest: Manifest) -> dict[str, str]:
+    """Every class's name and text, so a search can name a class unseen in training."""
+    if result.semantics is None:
+        return {}
+    return {"all_classes": json.dumps(manifest.classes),
+            "class_texts": json.dumps(result.semantics.texts),
+            "text_extractor": TEXT_EXTRACTOR}

@@ -12,6 +12,7 @@ from drcl.config import Params, for_data
 from drcl.correction import Corrected, Partners, load_posteriors, partners_of
 from drcl.data.dataset import file_sha256, load_modality
 from drcl.data.noise import clean_labels
+from drcl.data.zero_shot import training_view
 from drcl.errors import DrclError
 from drcl.layout import Layout
 from drcl.model import save_encoder
@@ -19,7 +20,7 @@ from drcl.plots import training_curve_png
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.runtime import resolve_device, resolved_precision
 from drcl.tracking import stage_run
-from drcl.train import Observer, TrainResult, train_encoder
+from drcl.train import Observer, TrainResult, target_kind, train_encoder
 
 
 def train_modality(params: Params, layout: Layout, *, modality: str,
@@ -31,7 +32,7 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
     registry's champions trains against theirs).
     """
     data = load_modality(layout.data, modality, verify=False)
-    params = for_data(params, num_classes=data.train.labels.shape[1])
+    params = for_data(params, num_classes=training_view(data).train.labels.shape[1])
     if params.data.modalities is not None and modality not in params.data.modalities:
         raise DrclError(f"--modality: {modality!r} is not in data.modalities "
                         f"({', '.join(params.data.modalities)})")
@@ -43,7 +44,8 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
         precision = resolved_precision(params.precision, device)
         result = train_encoder(data, prior, params=params, device=device,
                                observe=_label_accuracy(layout, modality, device),
-                               partners=_partners(params, layout, data, device))
+                               partners=_partners(params, layout, data, device),
+                               targets=target_kind(params, prior_meta.get("method", "spl")))
         write_csv(layout.train_history(modality), result.history)
         training_curve_png(result.history, layout.train_curve(modality),
                            title=f"RSC training: {modality}", best_epoch=result.best_epoch)
