@@ -154,7 +154,6 @@ class PriorResult:
         return {
             "method": self.method,
             "chosen": self.chosen,
-            "classes": self.classes.tolist(),
             "scores": {m: c.best_score for m, c in self.candidates.items()},
             "best_epoch": {m: c.best_epoch for m, c in self.candidates.items()},
             "standardize": {m: c.standardization.as_dict()

@@ -11,11 +11,11 @@ from drcl.config import Params, for_data
 from drcl.correction import save_posteriors
 from drcl.data.dataset import Manifest, dataset_checksum, load_manifest, load_modality
 from drcl.errors import DrclError
+from drcl.extract.class_texts import TEXT_EXTRACTOR, embed_class_texts
 from drcl.layout import Layout
 from drcl.prior import ClassSemantics, PriorResult, select_prior
 from drcl.prior_io import prior_checksum, save_prior
 from drcl.runtime import resolve_device, resolved_precision
-from drcl.semantics import TEXT_EXTRACTOR, embed_class_texts
 from drcl.tracking import stage_run
 
 
