@@ -18,16 +18,33 @@ def _read(path: Path) -> dict:
         raise DrclError(f"{path}: not valid JSON ({exc})") from None
 
 
+def flatten(report: dict, prefix: str = "") -> dict[str, float]:
+    """eval.json as `table.direction` names (`map_all.mean`, `unseen.map_all.image->text`):
+    MLflow's and Kubeflow's metric names."""
+    out: dict[str, float] = {}
+    for key, value in report.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def tables(report: dict, prefix: str = "") -> dict[str, dict[str, float]]:
+    """Each direction table of eval.json by name: `map_all`, ..., `unseen map_all`."""
+    out: dict[str, dict[str, float]] = {}
+    for name, table in report.items():
+        if "mean" in table:
+            out[prefix + name] = table
+        else:
+            out |= tables(table, f"{prefix}{name} ")
+    return out
+
+
 def mean_figures(report: dict, prefix: str = "") -> dict[str, float]:
     """Each table's mean: `map_all`, `map_at_50`, and with classes held out `unseen.map_all`,
     `seen.map_all`, ... (eval.json's tables, one figure each)."""
-    out: dict[str, float] = {}
-    for name, table in report.items():
-        if "mean" in table:
-            out[prefix + name] = table["mean"]
-        else:
-            out |= mean_figures(table, f"{prefix}{name}.")
-    return out
+    return {name.replace(" ", "."): table["mean"] for name, table in tables(report).items()}
 
 
 def metrics_summary(layout: Layout) -> str:

@@ -12,6 +12,7 @@ import yaml
 
 from drcl.errors import DrclError
 from drcl.kfp.artifacts import (
+    flat_metrics,
     gather_encoders,
     map_table,
     task_layout,
@@ -80,6 +81,15 @@ def test_markdown_summary_is_a_query_by_database_matrix():
     page = map_table(report, ["a", "b"])
     assert "## map_all (mean 0.5000)" in page
     assert "| a |  | 0.2500 |" in page and "| b | 0.7500 |  |" in page
+
+
+def test_held_out_classes_get_their_own_matrices_and_metric_names():
+    table = {"mean": 0.5, "a->b": 0.25, "b->a": 0.75}
+    report = {"map_all": table, "unseen": {"map_all": {"mean": 0.3, "a->b": 0.2, "b->a": 0.4}},
+              "seen": {"map_all": table}}
+    assert "## unseen map_all (mean 0.3000)" in map_table(report, ["a", "b"])
+    flat = flat_metrics(report)
+    assert flat["unseen.map_all.b->a"] == 0.4 and flat["map_all.mean"] == 0.5 and len(flat) == 9
 
 
 def test_a_failing_task_fails_the_local_run_with_one_line(tmp_path):

@@ -19,6 +19,7 @@ from drcl.atomic import write_text
 from drcl.config import Params, parse_params
 from drcl.errors import DrclError
 from drcl.layout import Layout
+from drcl.report import flatten, tables
 
 PARAMS_FILE = "params.yaml"
 
@@ -111,16 +112,16 @@ def task_params(layout: Layout, **groups: Any) -> Params:
     return params
 
 
-def flat_metrics(report: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+def flat_metrics(report: Mapping) -> dict[str, float]:
     """The evaluation report as ``table.direction`` names, for kfp's Metrics artifact."""
-    return {f"{table}.{name}": float(value)
-            for table, values in report.items() for name, value in values.items()}
+    return flatten(dict(report))
 
 
-def map_table(report: Mapping[str, Mapping[str, float]], modalities: Sequence[str]) -> str:
-    """A Markdown page with one query x database MAP matrix per table, for the Kubeflow UI."""
+def map_table(report: Mapping, modalities: Sequence[str]) -> str:
+    """A Markdown page with one query x database MAP matrix per table (per class set too, with
+    classes held out), for the Kubeflow UI."""
     lines = ["# Cross-modal retrieval on the test split", ""]
-    for table, values in report.items():
+    for table, values in tables(dict(report)).items():
         lines += [f"## {table} (mean {values['mean']:.4f})", "",
                   "| query \\ database | " + " | ".join(modalities) + " |",
                   "|---|" + "---|" * len(modalities)]

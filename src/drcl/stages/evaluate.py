@@ -14,6 +14,7 @@ from drcl.layout import Layout
 from drcl.metrics import class_set_report, direction_report
 from drcl.model import embed, load_encoder, read_metadata
 from drcl.plots import pr_curves_png
+from drcl.report import flatten
 from drcl.runtime import compute_dtype, resolve_device, resolved_precision
 from drcl.tracking import stage_run
 
@@ -60,7 +61,7 @@ def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = N
         pr_curves_png(curves, layout.pr_image,
                       title=f"Precision-recall on {manifest.name} (test)")
         write_json(layout.eval_metrics, report)
-        run.log_metrics(_flat(report))
+        run.log_metrics(flatten(report))
         run.set_tags({"drcl.prior_sha256": next(iter(priors.values())),
                       "drcl.precision": resolved_precision(params.precision, device)})
         run.log_artifacts(layout.eval_metrics, layout.pr_curves, layout.pr_image)
@@ -73,13 +74,3 @@ def _write_pr_csv(path: Path, recall, precision) -> None:
         writer.writerow(["recall", "precision"])
         writer.writerows(zip(map(float, recall), map(float, precision), strict=True))
 
-
-def _flat(report: dict, prefix: str = "") -> dict[str, float]:
-    """`map_all.mean`, `unseen.map_all.image->text`, ...: MLflow's metric names."""
-    out: dict[str, float] = {}
-    for key, value in report.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
