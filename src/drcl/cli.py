@@ -303,13 +303,17 @@ def index(
 
 @app.command()
 def search(
-    query_modality: Annotated[str, typer.Option("--query-modality", "-q",
-                                                help="The queries' modality.")],
-    queries: Annotated[Path, typer.Option(
-        help="Query features: .npy, or .npz (with ids); with --raw, a text file (one item a "
-        "line) or a folder of images.")],
     database: Annotated[Path, typer.Option(help="An index from `drcl index`, or features.",
                                            dir_okay=False)],
+    query_modality: Annotated[str | None, typer.Option("--query-modality", "-q",
+                                                       help="The queries' modality.")] = None,
+    queries: Annotated[Path | None, typer.Option(
+        help="Query features: .npy, or .npz (with ids); with --raw, a text file (one item a "
+        "line) or a folder of images.")] = None,
+    class_text: Annotated[list[str] | None, typer.Option(
+        "--class-text", help="Search by class instead: a class name of the champion set, or "
+        "any text describing a class, seen in training or not (a semantic prior's set); "
+        "repeatable.")] = None,
     database_modality: Annotated[str | None, typer.Option(
         "--database-modality", "-d", help="The database's modality (read from an index).")
     ] = None,
@@ -329,7 +333,7 @@ def search(
     def step() -> None:
         result = run_search(load_params(params), query_modality=query_modality, queries=queries,
                             database=database, database_modality=database_modality, key=key,
-                            k=top_k, raw=raw)
+                            k=top_k, raw=raw, class_texts=class_text)
         typer.echo(result.to_json() if output is OutputFormat.json else result.to_table())
 
     run_step(step)

@@ -75,13 +75,16 @@ class RscLoss:
 
 def rsc_loss(embeddings: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor,
              prior_pinv: torch.Tensor, *, q: float, alpha: float, beta: float, use_mrr: bool,
-             mse_reduction: Literal["mean", "sum"]) -> RscLoss:
-    """The RSC objective on (possibly mixed) embeddings and labels; `use_mrr=False` keeps J_L."""
+             mse_reduction: Literal["mean", "sum"],
+             targets: torch.Tensor | None = None) -> RscLoss:
+    """The RSC objective on (possibly mixed) embeddings and labels; `use_mrr=False` keeps J_L.
+    `targets` (B, d), when given, replace the recast ones (per-item targets)."""
     label = generalized_cross_entropy(embeddings @ prior, labels, q)
     if not use_mrr:
         zero = label.new_zeros(())
         return RscLoss(total=label, label=label, structure=zero, mse=zero)
-    targets = recast_targets(labels, prior_pinv)
+    if targets is None:
+        targets = recast_targets(labels, prior_pinv)
     structure = structure_consistency(targets, embeddings)
     mse = recast_mse(targets, embeddings, mse_reduction)
     return RscLoss(total=label + alpha * structure + beta * mse, label=label,

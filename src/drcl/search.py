@@ -276,13 +276,41 @@ class SearchResult:
                          for row in (header, *rows))
 
 
-def search(params: Params, *, query_modality: str, queries: Path, database: Path,
-           database_modality: str | None = None, key: str = "features", k: int = 10,
-           raw: bool = False, root: Path = Path(".")) -> SearchResult:
+CLASS_QUERY = "class"
+"""The query modality of class-text queries: the semantic prior's class space."""
+
+
+def class_queries(prior_path: Path, texts: list[str], *, device: torch.device) -> torch.Tensor:
+    """Class columns as queries (unit rows): a class of the set by its name (its stored text
+    is used), or any new class by a text of its own, through the semantic prior's isometry, so
+    a class added after training needs no retraining."""
+    from drcl.extract.class_texts import embed_class_texts
+    from drcl.semantics import class_columns
+    from drcl.tensor_files import load_tensors
+
+    tensors, meta = load_tensors(prior_path, what="prior file")
+    if "projection" not in tensors:
+        raise DrclError(f"--class-text: the champion set's prior is {meta.get('method', '?')!r}; "
+                        "only prior.method: semantic places a class by its text")
+    stored = dict(zip(json.loads(meta["all_classes"]), json.loads(meta["class_texts"]),
+                      strict=True))
+    embedded = embed_class_texts([stored.get(t, t) for t in texts], device=str(device))
+    return class_columns(torch.from_numpy(embedded), tensors["projection"]).T.contiguous()
+
+
+def search(params: Params, *, query_modality: str | None, queries: Path | None,
+           database: Path, database_modality: str | None = None, key: str = "features",
+           k: int = 10, raw: bool = False, root: Path = Path("."),
+           class_texts: list[str] | None = None) -> SearchResult:
     """Top k of `database` (an index from `drcl index`, or features) for each query; `queries`
-    holds features, or raw items for the champion encoder's extractor when `raw`."""
+    holds features, or raw items for the champion encoder's extractor when `raw`; or the
+    queries are classes, named or described (`class_texts`, a semantic prior's set)."""
     if k < 1:
         raise DrclError(f"--top-k must be at least 1, got {k}")
+    if (class_texts is None) == (queries is None or query_modality is None):
+        raise DrclError("search: give --query-modality and --queries, or --class-text")
+    if class_texts is not None:
+        query_modality = CLASS_QUERY
     device = resolve_device(params.device)
     index = read_index(database)
     if index is not None:
@@ -294,6 +322,7 @@ def search(params: Params, *, query_modality: str, queries: Path, database: Path
         raise DrclError(f"{database}: plain features: name their modality with "
                         "--database-modality (or build an index with `drcl index`)")
     wanted = [query_modality] if index is not None else [query_modality, database_modality]
+    wanted = [m for m in wanted if m != CLASS_QUERY]
     with tempfile.TemporaryDirectory() as tmp:
         champion, loaded = _champions(params, root, list(dict.fromkeys(wanted)), Path(tmp),
                                       device)
@@ -304,14 +333,22 @@ def search(params: Params, *, query_modality: str, queries: Path, database: Path
             db_features = read_features(database, key=key)
             db, ids = _embed_checked(loaded[database_modality], db_features, device), \
                 db_features.ids
-        asker = loaded[query_modality]
-        query = read_raw(queries, modality=query_modality, extractor=asker.extractor,
-                         params=params, device=device) if raw else read_features(queries, key=key)
-        q = _embed_checked(asker, query, device)
+        if class_texts is not None:
+            registry = Registry.open(params, root)
+            (Path(tmp) / "prior").mkdir()
+            q = class_queries(registry.prior_of(champion, Path(tmp) / "prior"), class_texts,
+                              device=device)
+            query_ids = list(class_texts)
+        else:
+            asker = loaded[query_modality]
+            query = read_raw(queries, modality=query_modality, extractor=asker.extractor,
+                             params=params, device=device) if raw else read_features(queries,
+                                                                                     key=key)
+            q, query_ids = _embed_checked(asker, query, device), query.ids
     scores, indices = top_k(q, db, k=k, device=device)
     matches = [(qid, [(ids[j], float(s)) for j, s in zip(row_i.tolist(), row_s.tolist(),
                                                           strict=True)])
-               for qid, row_s, row_i in zip(query.ids, scores, indices, strict=True)]
+               for qid, row_s, row_i in zip(query_ids, scores, indices, strict=True)]
     return SearchResult(query_modality, database_modality, champion.version, matches)
 
 

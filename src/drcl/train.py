@@ -59,6 +59,16 @@ class TrainResult:
 Observer = Callable[[int, Corrected], dict[str, float]]
 
 
+@dataclass(frozen=True)
+class ItemTargets:
+    """Fixed common-space targets per training and validation item, in split order (for
+    zero-shot retrieval: the item's paired text embedding through the semantic isometry).
+    They replace the label targets in J_D and J_MSE; J_L still reads the labels."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+
+
 def target_kind(params: Params, prior_method: str) -> Literal["recast", "class"]:
     """`train.targets` resolved: `auto` pulls items to their class's column under a semantic
     prior (its columns are not orthogonal, and W_pinv's dual basis would leave the text
@@ -76,7 +86,8 @@ def target_matrix(prior: torch.Tensor, kind: str) -> torch.Tensor:
 def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
                   device: torch.device, observe: Observer | None = None,
                   partners: Partners | None = None,
-                  targets: Literal["recast", "class"] = "recast") -> TrainResult:
+                  targets: Literal["recast", "class"] = "recast",
+                  item_targets: ItemTargets | None = None) -> TrainResult:
     """RSC training of `data.name`'s encoder towards the targets of the frozen prior: recast
     by W's pseudo-inverse (MRR), or W's class columns themselves (`targets="class"`).
 
@@ -108,6 +119,9 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     w_pinv = target_matrix(prior, targets).to(device)
     x, y = split_tensors(data.train, device)
     xv, yv = split_tensors(data.val, device)
+    num_classes = y.shape[1]
+    t, tv = (None, None) if item_targets is None else (
+        item_targets.train.to(device, y.dtype), item_targets.val.to(device, y.dtype))
     loss_args = dict(alpha=cfg.alpha, beta=cfg.beta, use_mrr=cfg.use_mrr,
                      mse_reduction=cfg.mse_reduction)
 
@@ -131,18 +145,21 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
             if rows is not None:
                 idx = rows[idx]
             f, lab = encoder(x[idx]), labels[idx]
+            if t is not None:  # carried beside the labels, so mixup mixes them alike
+                lab = torch.cat([lab, t[idx]], 1)
             if cfg.use_fa:
                 g = cfg.mixup.g if cfg.mixup.kind == "fixed" else float(
                     mix_rng.beta(cfg.mixup.beta_a, cfg.mixup.beta_a))
                 f, lab = mix(f, lab, weight=g, generator=gen)
-            loss = rsc_loss(f, lab, w, w_pinv, q=q, **loss_args)
+            lab, tgt = lab[:, :num_classes], (lab[:, num_classes:] if t is not None else None)
+            loss = rsc_loss(f, lab, w, w_pinv, q=q, targets=tgt, **loss_args)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
             parts = torch.stack([loss.total, loss.label, loss.structure, loss.mse]).detach()
             sums += parts.double() * idx.numel()
         val_loss = validation_loss(encoder, xv, yv, w, w_pinv, q=q, batch_size=cfg.batch_size,
-                                   **loss_args)
+                                   item_targets=tv, **loss_args)
         means = (sums / seen).tolist()
         if not all(math.isfinite(v) for v in (*means, val_loss)):
             raise DrclError(f"train@{data.name}: the loss became NaN or infinite at epoch "
@@ -196,11 +213,13 @@ def target_map(encoder: Encoder, x: torch.Tensor, y: torch.Tensor, prior_pinv: t
 
 @torch.no_grad()
 def validation_loss(encoder: Encoder, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor,
-                    prior_pinv: torch.Tensor, *, q: float, batch_size: int, **loss_args) -> float:
+                    prior_pinv: torch.Tensor, *, q: float, batch_size: int,
+                    item_targets: torch.Tensor | None = None, **loss_args) -> float:
     """The training objective without mixup, averaged over validation batches (bounded memory)."""
     encoder.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for rows in ordered_batches(x.shape[0], batch_size):
-        loss = rsc_loss(encoder(x[rows]), y[rows], prior, prior_pinv, q=q, **loss_args)
+        loss = rsc_loss(encoder(x[rows]), y[rows], prior, prior_pinv, q=q,
+                        targets=None if item_targets is None else item_targets[rows], **loss_args)
         total += loss.total.double() * (rows.stop - rows.start)
     return float(total) / x.shape[0]

@@ -260,10 +260,12 @@ def scenario_dvc(project):
 def scenario_own_npz(project):
     """Your own features: a three-view npz file, versioned with DVC, trained with -S settings
     and nothing else; then the same data with shared label noise, corrected with the
-    cross-modal cost (the README's noise block)."""
+    cross-modal cost (the README's noise block), and with two classes held out under the
+    semantic prior (the zero-shot block)."""
     p = project(train={"correction": {"warmup": 2}})  # the fast params train 4 epochs
     write_scene(p.root / "data" / "scene.npz")
     out = p.run_blocks("own-npz")
+    own_params = (p.root / "params.yaml").read_text()
     report = metrics(p)
     assert set(report["map_all"]) == {"mean"} | {f"view{a}->view{b}" for a in range(3)
                                                  for b in range(3) if a != b}
@@ -286,6 +288,15 @@ def scenario_own_npz(project):
         assert "correction_label_accuracy" in history.splitlines()[0]
     rows = [line.split()[0] for line in out[0].splitlines()[-3:]]
     assert rows == ["view0", "view1", "view2"]  # drcl metrics: the MAP table, a row per query
+
+    # zero-shot on the same data set, without the noise experiment's settings (refused together)
+    (p.root / "params.yaml").write_text(own_params)
+    out = p.run_blocks("zero-shot")
+    report = metrics(p)
+    assert set(report) == {"map_all", "map_at_50", "unseen", "seen"}
+    manifest = json.loads((p.root / "data/prepared/manifest.json").read_text())
+    assert manifest["unseen_classes"] == ["city", "snow"]
+    assert "classes unseen in training (zero-shot): MAP@all" in out[0]
 
 
 def scenario_raw(project):
@@ -449,7 +460,7 @@ def scenario_kubeflow(project, s3_server, tmp_path):
 
 # blocks run inside another scenario: the serving blocks need the raw scenario's champions,
 # the noise block a paired data set of the user's
-PARTS = {"serve": "raw", "serve-server": "raw", "noise": "own-npz"}
+PARTS = {"serve": "raw", "serve-server": "raw", "noise": "own-npz", "zero-shot": "own-npz"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
              "registry": scenario_registry, "profiles": scenario_profiles, "s3": scenario_s3,
              "kubeflow": scenario_kubeflow}

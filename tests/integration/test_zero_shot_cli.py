@@ -22,7 +22,8 @@ def drcl(*args: str) -> str:
     return result.output
 
 
-def test_held_out_classes_and_the_semantic_prior_from_the_command_line(tmp_path, monkeypatch):
+def test_held_out_classes_and_the_semantic_prior_from_the_command_line(tmp_path, monkeypatch,
+                                                                       mlflow_store):
     rng = np.random.default_rng(0)
     arrays = {"classes": np.array(CLASSES)}
     for view, dim in (("image", 10), ("text", 6)):
@@ -37,7 +38,8 @@ def test_held_out_classes_and_the_semantic_prior_from_the_command_line(tmp_path,
                                  "modalities": ["image", "text"],
                                  "unseen_classes": ["dog", "tree"],
                                  "class_text": {"car": "a car on the road"}},
-                 prior={"method": "semantic"}, train={"epochs": 4})
+                 prior={"method": "semantic"}, train={"epochs": 4},
+                 promotion={"min_mean_map": 0.0, "min_direction_map": 0.0})
     drcl("prepare")
     drcl("prior")
     tensors, meta = load_tensors(tmp_path / "models/prior.safetensors", what="prior")
@@ -55,3 +57,15 @@ def test_held_out_classes_and_the_semantic_prior_from_the_command_line(tmp_path,
     assert 0 < report["unseen"]["map_all"]["mean"] <= 1
     summary = drcl("metrics")
     assert "classes unseen in training (zero-shot): MAP@all" in summary
+
+    # the registered set keeps the class texts: search by a class, seen or added later
+    drcl("promote")
+    found = json.loads(drcl("search", "--class-text", "ship", "--class-text", "a wolf",
+                            "-d", "text", "--database", "data/prepared/text.npz",
+                            "--key", "test.features", "-k", "5", "--format", "json"))
+    assert found["query_modality"] == "class"
+    assert [r["query"] for r in found["results"]] == ["ship", "a wolf"]
+    labels = dict(zip(arrays["text.test.ids"] if "text.test.ids" in arrays else
+                      [f"test/{i}" for i in range(50)], arrays["text.test.labels"], strict=True))
+    ships = [labels[m["id"]] == CLASSES.index("ship") for m in found["results"][0]["matches"]]
+    assert sum(ships) >= 4  # a seen class's column finds its items

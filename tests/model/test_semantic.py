@@ -111,3 +111,13 @@ def test_class_texts_are_embedded_once_and_cached(tmp_path, monkeypatch):
     np.testing.assert_array_equal(class_texts.embed_class_texts(texts, cache_dir=tmp_path), first)
     with pytest.raises(DrclError, match="class 1 has an empty text"):
         class_texts.embed_class_texts(["x", "  "], cache_dir=tmp_path)
+
+
+def test_class_queries_need_a_semantic_prior(tmp_path):
+    from drcl.prior_io import save_prior
+    from drcl.search import class_queries
+
+    save_prior(torch.eye(4)[:, :2], tmp_path / "prior.safetensors", method="orthogonal")
+    with pytest.raises(DrclError, match="^--class-text: the champion set's prior is "
+                                        "'orthogonal'; only prior.method: semantic"):
+        class_queries(tmp_path / "prior.safetensors", ["cat"], device=CPU)
