@@ -10,7 +10,7 @@ and trains every variant with `params.seed` = s. Variants:
 - `semantic`: the semantic prior (class texts' MiniLM columns) with class targets;
 - `semantic_recast`: the semantic prior with W_pinv's recast targets (MRR) instead;
 - `semantic_paired`: the semantic prior, each item pulled to its own paired text's embedding
-  (drcl.semantics.paired_text_targets; needs a MiniLM modality and paired ids);
+  (drcl.paired_targets; needs a MiniLM modality and paired ids);
 - `ridge`: a linear baseline, each modality's standardised features ridge-regressed onto its
   class's text embedding (DeViSE/ESZSL style), the penalty chosen on seen-class validation MAP;
 - `upper`: DRCL (SPL) trained with every class seen: what the unseen classes would score;
@@ -43,9 +43,9 @@ from drcl.errors import DrclError
 from drcl.extract.class_texts import embed_class_texts
 from drcl.metrics import class_set_report
 from drcl.model import embed
+from drcl.paired_targets import paired_text_targets
 from drcl.prior import ClassSemantics, select_prior
 from drcl.runtime import resolve_device
-from drcl.semantics import paired_text_targets
 from drcl.train import target_kind, train_encoder
 
 HERE = Path(__file__).resolve().parent

@@ -121,3 +121,23 @@ def test_class_queries_need_a_semantic_prior(tmp_path):
     with pytest.raises(DrclError, match="^--class-text: the champion set's prior is "
                                         "'orthogonal'; only prior.method: semantic"):
         class_queries(tmp_path / "prior.safetensors", ["cat"], device=CPU)
+
+
+def test_paired_text_targets_follow_ids_and_fall_back_to_the_class_column():
+    from drcl.data.dataset import ModalityData, Split
+    from drcl.paired_targets import paired_text_targets
+
+    texts = unit_rows(3, 6, seed=1).numpy()
+    p = isometry(8, 6, seed=0)
+    w = class_columns(unit_rows(2, 6, seed=2), p)
+    labels = np.eye(2, dtype=np.float32)[[0, 1, 1]]
+    image = Split(np.zeros((3, 4), np.float32), labels, np.array(["a", "b", "c"]))
+    text = Split(texts, labels, np.array(["c", "a", "z"]))  # b has no text
+    pair = paired_text_targets(ModalityData("image", image, image, image),
+                               ModalityData("text", text, text, text), projection=p, prior=w)
+    torch.testing.assert_close(pair.train[0], p @ torch.as_tensor(texts[1]))
+    torch.testing.assert_close(pair.train[2], p @ torch.as_tensor(texts[0]))
+    torch.testing.assert_close(pair.train[1], w[:, 1])
+    with pytest.raises(DrclError, match="modality 'image' is 4-d, not in the 6-d class text"):
+        paired_text_targets(ModalityData("text", text, text, text),
+                            ModalityData("image", image, image, image), projection=p, prior=w)
