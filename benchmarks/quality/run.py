@@ -47,7 +47,7 @@ from drcl.train import train_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
-DATASETS = ("uci_mfeat", "wikipedia_lda", "wikipedia_minilm")  # profiles in params/
+DATASETS = ("uci_mfeat", "wikipedia_lda", "wikipedia_minilm", "openclipart")  # params/
 VARIANTS: dict[str, dict[str, object]] = {
     "drcl": {},
     "orthogonal": {"prior.method": "orthogonal"},

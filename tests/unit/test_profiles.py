@@ -87,7 +87,8 @@ def test_a_result_that_fails_the_schema_changes_nothing(project):
 def test_profiles_are_found_by_name_and_listed(project):
     assert find_profile("wikipedia_lda") == Path("params/wikipedia_lda.yaml")
     with pytest.raises(DrclError, match=r"profile 'wiki': no params/wiki.yaml \(profiles: "
-                                        r"uci_mfeat, wikipedia_lda, wikipedia_minilm\)"):
+                                        r"openclipart, uci_mfeat, wikipedia_lda, "
+                                        r"wikipedia_minilm\)"):
         find_profile("wiki")
     names = dict(list_profiles())
     assert set(names) == {p.stem for p in PROFILES}
