@@ -10,7 +10,8 @@ item (its SVG's title and keywords) under one id. Keywords that repeat the class
 packagers' placeholders ("unsorted", "clip art"), are removed, so the text does not name its
 class outright. Folders with fewer than `--min-class` drawings and the catch-all folders
 (unsorted, special) are left out; two folders hold half the drawings, so each class keeps at most
-`--per-class`, drawn with `--seed`. A drawing's id is its file name. Writes OUT/manifest.csv and
+`--per-class`, drawn with `--seed`. A drawing's id is its file name; a PNG larger than Pillow
+decodes is left out. Writes OUT/manifest.csv and
 OUT/classes.txt.
 """
 
@@ -61,6 +62,16 @@ def item_text(title: str, keywords: list[str], label: str) -> str:
     return ". ".join(part for part in (title, ", ".join(dict.fromkeys(kept))) if part)
 
 
+def too_large(png: Path) -> bool:
+    """A few posters exceed the pixel count Pillow decodes (a decompression-bomb guard): the
+    extractor would refuse them, so they are left out here."""
+    from PIL import Image
+
+    with Image.open(png) as image:  # reads the header only
+        width, height = image.size
+    return width * height > Image.MAX_IMAGE_PIXELS
+
+
 def collect(root: Path) -> dict[str, list[tuple[str, Path, str]]]:
     """Per class folder: (id, png, text) of every drawing with a readable text. A drawing filed
     in several folders of one class counts once; one filed under two classes is left out."""
@@ -75,6 +86,8 @@ def collect(root: Path) -> dict[str, list[tuple[str, Path, str]]]:
         labels = {c.relative_to(png_root).parts[0] for c in copies}
         label = relative.parts[0]
         if len(labels) > 1 or len(relative.parts) < 2 or label in LEFT_OUT:
+            continue
+        if too_large(copies[0]):
             continue
         title, keywords = metadata((svg_root / relative).with_suffix(".svg"))
         text = item_text(title, keywords, label)
