@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from xml.etree import ElementTree
@@ -63,13 +64,18 @@ def item_text(title: str, keywords: list[str], label: str) -> str:
 
 
 def too_large(png: Path) -> bool:
-    """A few posters exceed the pixel count Pillow decodes (a decompression-bomb guard): the
-    extractor would refuse them, so they are left out here."""
+    """A few posters pass the pixel count at which Pillow warns of a decompression bomb (twice
+    it, and the extractor refuses them; below that they take seconds and gigabytes each): they
+    are left out here."""
     from PIL import Image
 
-    with Image.open(png) as image:  # reads the header only
-        width, height = image.size
-    return width * height > Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(png):  # reads the header only
+                return False
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            return True
 
 
 def collect(root: Path) -> dict[str, list[tuple[str, Path, str]]]:
