@@ -414,12 +414,13 @@ def scenario_s3(project, s3_server):
 def scenario_kubeflow(project, s3_server, tmp_path):
     """The pipeline reads a data set by DVC reference (a git origin, its DVC remote on the S3
     server): a first run, a new revision pushed to the branch and a run that trains on it, then
-    a run with nothing changed that trains nothing."""
+    a run with nothing changed that trains nothing. The data set holds two classes out and the
+    prior is the semantic one, so zero-shot retrieval runs on the cluster's path too."""
     from mlflow import MlflowClient
 
     from tests.integration.data_repo import GIT, data_repository
 
-    p = project(train={"epochs": 3})
+    p = project(train={"epochs": 3}, prior={"method": "semantic"})
     env = s3_server.env()
     p.env.update(env)
     (tmp_path / "scenes").mkdir()
@@ -439,9 +440,10 @@ def scenario_kubeflow(project, s3_server, tmp_path):
     (p.root / "params" / "scenes.yaml").write_text(yaml.safe_dump({"data": {
         "source": "npz", "path": "data/scene.npz", "dvc": {"repo": f"file://{origin}",
                                                             "rev": "main"},
-        "modalities": ["view0", "view1"]}}))
+        "modalities": ["view0", "view1"], "unseen_classes": ["city", "snow"]}}))
     out = p.run_blocks("kubeflow", between=lambda _: publish(1))
     first = out[0].splitlines()
+    assert any(line.startswith("test MAP@all ") and "unseen.MAP@all " in line for line in first)
     assert f"at {commits[0][:12]}" in next(line for line in first if line.startswith("data: "))
     assert any(line.startswith("promotion: champion: drcl-set v1") for line in first)
     assert (p.root / "build" / "drcl-pipeline.yaml").is_file()
