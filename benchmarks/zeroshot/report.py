@@ -18,14 +18,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["chance", "spl", "orthogonal", "ridge", "semantic", "semantic_recast",
-         "semantic_paired", "upper"]
+         "semantic_paired", "orthogonal_mse", "semantic_mse", "semantic_paired_mse", "upper"]
 NAMES = {"chance": "chance (random embeddings)", "spl": "DRCL, SPL prior",
          "orthogonal": "DRCL, orthogonal prior", "ridge": "ridge to class texts (linear)",
          "semantic": "semantic prior, class targets", "semantic_recast":
          "semantic prior, recast targets", "semantic_paired": "semantic prior, paired-text "
-         "targets", "upper": "upper bound: DRCL with every class seen"}
+         "targets", "orthogonal_mse": "orthogonal prior, weighted regression",
+         "semantic_mse": "semantic prior, class targets, weighted regression",
+         "semantic_paired_mse": "semantic prior, paired-text targets, weighted regression",
+         "upper": "upper bound: DRCL with every class seen"}
 DATASETS = {"wikipedia_minilm": "Wikipedia SIFT+MiniLM", "wikipedia_lda": "Wikipedia SIFT+LDA",
-            "uci_mfeat": "UCI Multiple Features"}
+            "uci_mfeat": "UCI Multiple Features", "openclipart": "OpenClipArt"}
 
 
 def means(results: dict, variant: str, subset: str, direction: str = "mean") -> list[float]:
@@ -74,7 +77,8 @@ def gains(results: dict) -> list[str]:
     spl, orth, upper = by_split("spl"), by_split("orthogonal"), by_split("upper")
     spl_seen, orth_seen = by_split("spl", "seen"), by_split("orthogonal", "seen")
     out = []
-    for mode in ("semantic", "semantic_recast", "semantic_paired", "ridge"):
+    for mode in ("semantic", "semantic_recast", "semantic_paired", "semantic_mse",
+                 "semantic_paired_mse", "orthogonal_mse", "ridge"):
         got, got_seen = by_split(mode), by_split(mode, "seen")
         common = [s for s in splits if s in got and s in spl and s in orth]
         if not common:
