@@ -157,12 +157,9 @@ def main() -> None:
                     entry = run(modalities, clean, params, multi_label)
                     entry.update(setting=setting, variant=variant, seed=seed,
                                  noise=SETTINGS[setting], overrides=VARIANTS[variant])
-                    key = f"{setting} {variant} seed={seed}"
-                    results[key] = entry
-                    quality.save(results, out_path)
-                    print(f"{args.dataset} {key}: val {entry['val']['map_all']['mean']:.4f} "
-                          f"test {entry['test']['map_all']['mean']:.4f} "
-                          f"({entry['seconds']:.0f} s)", file=sys.stderr, flush=True)
+                    quality.record(results, f"{setting} {variant} seed={seed}", entry,
+                                   out_path, f"val {entry['val']['map_all']['mean']:.4f} "
+                                   f"test {entry['test']['map_all']['mean']:.4f}")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,15 @@ def save(results: dict, out_path: Path) -> None:
     tmp_out.replace(out_path)
 
 
+def record(results: dict, key: str, entry: dict, out_path: Path, summary: str) -> None:
+    """Keep one run's entry, write the results file at once (an interrupted benchmark
+    resumes) and say what it measured."""
+    results[key] = entry
+    save(results, out_path)
+    print(f"{out_path.stem} {key}: {summary} ({entry['seconds']:.0f} s)", file=sys.stderr,
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))

@@ -225,12 +225,9 @@ def main() -> None:
                     entry = evaluate(emb, modalities, val, manifest, k)
                 entry.update(variant=variant, split=split, held_out=manifest.unseen_classes,
                              seconds=time.perf_counter() - start)
-                key = f"{variant} split={split}"
-                results[key] = entry
-                quality.save(results, out_path)
-                print(f"{args.dataset} {key}: unseen {entry['unseen']['map_all']['mean']:.4f} "
-                      f"seen {entry['seen']['map_all']['mean']:.4f} "
-                      f"({entry['seconds']:.0f} s)", file=sys.stderr, flush=True)
+                quality.record(results, f"{variant} split={split}", entry, out_path,
+                               f"unseen {entry['unseen']['map_all']['mean']:.4f} "
+                               f"seen {entry['seen']['map_all']['mean']:.4f}")
 
 
 if __name__ == "__main__":
