@@ -149,3 +149,10 @@ def test_a_class_text_for_a_class_the_data_lacks_is_refused(tmp_path):
                                         "classes are cat, dog, car, ship, tree$"):
         prepare_dataset(params, out_dir=tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
+
+
+def test_a_split_left_without_seen_items_is_refused(synthetic_modality):
+    mod = synthetic_modality("image", dim=4, sizes=(10, 5, 5), classes=5, signal=1, seed=0)
+    with pytest.raises(DrclError, match="^data.unseen_classes: modality 'image' has no train "
+                                        "item of a seen class left$"):
+        hold_out({"image": mod}, [0, 1, 2, 3, 4])

@@ -101,3 +101,17 @@ def test_table_and_json_agree():
     assert result.to_table().splitlines() == ["query  rank  id  score",
                                               "q1     1     t9  0.9100",
                                               "q1     2     t2  0.5000"]
+
+
+def test_search_needs_feature_queries_or_class_texts(tmp_path):
+    from drcl.config import parse_params
+    from drcl.errors import DrclError
+    from drcl.search import search
+
+    params = parse_params({})
+    for kwargs in ({}, {"query_modality": "image", "queries": tmp_path / "q.npy",
+                        "class_texts": ["cat"]}):
+        with pytest.raises(DrclError, match=r"^search: give --query-modality and --queries, "
+                                            "or --class-text$"):
+            search(params, database=tmp_path / "db.npy", **{"query_modality": None,
+                                                            "queries": None} | kwargs)
