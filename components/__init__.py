@@ -1,9 +1,11 @@
-"""Kubeflow components, one per DRCL step.
+"""Kubeflow components, one per DRCL step, plus the run's own bookkeeping.
 
-Each component is a thin shell around the library function that the matching `drcl` command and
-DVC stage call; the names follow dvc.yaml's stages. The functions are plain Python here and become
-components in `build`, so the one image setting (params.yaml `kubeflow.image`) reaches them all.
-Platform settings (GPU, node selector, tolerations, secrets) are applied in pipelines/.
+Each step's component is a thin shell around drcl.kfp.task_steps, which keys the task and calls
+the library function that the matching `drcl` command and DVC stage call; the names follow
+dvc.yaml's stages. `resolve` and `probe` plan the run, `summary` and `finish` account for it.
+The functions are plain Python here and become components in `build`, so the one image setting
+(params.yaml `kubeflow.image`) reaches them all. Platform settings (GPU, node selector,
+tolerations, secrets) are applied in pipelines/.
 """
 
 from dataclasses import dataclass
@@ -13,8 +15,10 @@ from drcl.components.extract import extract
 from drcl.components.finish import finish
 from drcl.components.prepare import prepare
 from drcl.components.prior import prior
+from drcl.components.probe import probe
 from drcl.components.promote import promote
 from drcl.components.resolve import resolve
+from drcl.components.summary import summary
 from drcl.components.train import train
 from kfp import dsl
 from kfp.dsl.python_component import PythonComponent
@@ -25,12 +29,14 @@ class Steps:
     """The DRCL steps as kfp components, all running in one image."""
 
     resolve: PythonComponent
+    probe: PythonComponent
     extract: PythonComponent
     prepare: PythonComponent
     prior: PythonComponent
     train: PythonComponent
     evaluate: PythonComponent
     promote: PythonComponent
+    summary: PythonComponent
     finish: PythonComponent
 
 
@@ -40,7 +46,8 @@ def build(image: str) -> Steps:
     def component(func) -> PythonComponent:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
-    return Steps(resolve=component(resolve), extract=component(extract),
-                 prepare=component(prepare),
+    return Steps(resolve=component(resolve), probe=component(probe),
+                 extract=component(extract), prepare=component(prepare),
                  prior=component(prior), train=component(train), evaluate=component(evaluate),
-                 promote=component(promote), finish=component(finish))
+                 promote=component(promote), summary=component(summary),
+                 finish=component(finish))

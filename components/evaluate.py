@@ -1,30 +1,26 @@
-"""Evaluation on the collected encoders: the `drcl evaluate` stage as a component."""
+"""Evaluation of the collected encoders: the `drcl evaluate` step as a keyed task."""
 
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from typing import NamedTuple
+
+from kfp.dsl import Markdown, Metrics, Output
 
 
-def evaluate(dataset: Input[Dataset], encoders: Input[list[Model]], device: str, precision: str,
-             evaluate: dict, tracking: dict, run_key: str, evaluation: Output[Artifact],
-             metrics: Output[Metrics], summary: Output[Markdown]):
-    """MAP@all and MAP@k of every ordered pair of modalities on the test split. The evaluation
-    artifact keeps the encoders it measured, for promotion."""
+def evaluate(task: dict, dataset: dict, encoders: list, store: str, tracking: dict,
+             metrics: Output[Metrics], summary: Output[Markdown]
+             ) -> NamedTuple("Evaluated", [("evaluation", dict), ("report", dict)]):
+    """MAP@all and MAP@k of every ordered pair of modalities, on the test splits only."""
+    import json
+    from collections import namedtuple
+
     from drcl.atomic import write_text
-    from drcl.data.dataset import load_manifest
-    from drcl.kfp.artifacts import (
-        flat_metrics,
-        gather_encoders,
-        map_table,
-        task_layout,
-        task_params,
-    )
-    from drcl.stages.evaluate import evaluate_encoders
+    from drcl.kfp import task_steps
+    from drcl.kfp.artifacts import flat_metrics, map_table
+    from drcl.kfp.store import Store
 
-    layout = task_layout(evaluation.path, dataset=dataset.path)
-    gather_encoders([e.path for e in encoders], layout)
-    params = task_params(layout, device=device, precision=precision, evaluate=evaluate,
-                         tracking=tracking)
-    manifest = load_manifest(layout.data)
-    report = evaluate_encoders(params, layout, run_key=run_key)
+    done, report = task_steps.evaluate(Store(store), task, dataset=dataset, encoders=encoders,
+                                       tracking=tracking)
     for name, value in flat_metrics(report).items():
         metrics.log_metric(name, value)
-    write_text(summary.path, map_table(report, list(manifest.modalities)))
+    write_text(metrics.path, json.dumps(report))  # a file, as kfp's cache expects
+    write_text(summary.path, map_table(report, list(dataset["modalities"])))
+    return namedtuple("Evaluated", ["evaluation", "report"])(report, done.report)

@@ -1,17 +1,15 @@
-"""Feature extraction: the `drcl extract` stage as a component."""
+"""Feature extraction: the `drcl extract` step as a keyed task."""
 
-from kfp.dsl import Dataset, Output
+from typing import NamedTuple
 
 
-def extract(seed: int, device: str, precision: str, data: dict, extract: dict,
-            features: Output[Dataset]):
-    """Embed the raw items listed in extract.manifest into a feature data set for prepare."""
-    from drcl.extract.step import extract_dataset
-    from drcl.kfp.artifacts import extracted_dir, task_layout, task_params
+def extract(task: dict, store: str) -> NamedTuple("Extracted", [("features", dict),
+                                                               ("report", dict)]):
+    """Embed the raw items listed in extract.manifest (reused when no item changed)."""
+    from collections import namedtuple
 
-    layout = task_layout(features.path)
-    params = task_params(layout, seed=seed, device=device, precision=precision, data=data,
-                         extract=extract)
-    report = extract_dataset(params, out_dir=extracted_dir(layout))
-    features.metadata.update(name=report.name or "", embedded=report.embedded,
-                             cached=report.cached, skipped=len(report.skipped))
+    from drcl.kfp import task_steps
+    from drcl.kfp.store import Store
+
+    done = task_steps.extract(Store(store), task)
+    return namedtuple("Extracted", ["features", "report"])(done.outputs, done.report)

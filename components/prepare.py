@@ -1,19 +1,25 @@
-"""Data import and validation: the `drcl prepare` step as a component."""
+"""Data import and validation: the `drcl prepare` step as a keyed task."""
 
-from kfp.dsl import Dataset, Input, Output
+from typing import NamedTuple, Optional
 
 
-def prepare(seed: int, data: dict, dataset: Output[Dataset],
-            extracted: Input[Dataset] = None) -> list[str]:
-    """Import the configured source, validate and split it; return its modalities. With
-    data.source `extracted`, the source is the upstream extract task's artifact."""
-    from drcl.data.prepare import prepare_dataset
-    from drcl.kfp.artifacts import task_layout, task_params, with_extracted
+def prepare(task: dict, source: dict, store: str, train_tasks: dict,
+            extracted: Optional[dict] = None  # noqa: UP045 (kfp reads Optional only)
+            ) -> NamedTuple("Prepared", [("dataset", dict), ("fanout", list), ("report", dict)]):
+    """Import, check and split the data set (reused when its content is unchanged); returns
+    it by reference and one training task per modality: its view and its own splits."""
+    from collections import namedtuple
 
-    layout = task_layout(dataset.path)
-    data = with_extracted(data, extracted.path if extracted is not None else None)
-    params = task_params(layout, seed=seed, data=data)
-    manifest = prepare_dataset(params, out_dir=layout.data)
-    dataset.metadata.update(name=manifest.name, classes=manifest.num_classes,
-                            source=manifest.source or {})
-    return list(manifest.modalities)
+    from drcl.errors import DrclError
+    from drcl.kfp import task_steps
+    from drcl.kfp.store import Store
+
+    done, dataset = task_steps.prepare(Store(store), task, source=source or None,
+                                       extracted=extracted or {})
+    missing = [m for m in dataset["modalities"] if m not in train_tasks]
+    if missing:
+        raise DrclError(f"data.modalities: the data set has {', '.join(missing)}, which the "
+                        "run's arguments do not list")
+    fanout = [{"modality": m, "task": train_tasks[m], "data": splits}
+              for m, splits in dataset["modalities"].items()]
+    return namedtuple("Prepared", ["dataset", "fanout", "report"])(dataset, fanout, done.report)

@@ -1,21 +1,26 @@
-"""SPL prior selection: the `drcl prior` step as a component."""
+"""SPL prior selection: the `drcl prior` step as a keyed task."""
 
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from typing import NamedTuple
+
+from kfp.dsl import Metrics, Output
 
 
-def prior(dataset: Input[Dataset], seed: int, device: str, precision: str, model: dict,
-          prior: dict, train: dict, tracking: dict, run_key: str, class_prior: Output[Model],
-          scores: Output[Metrics]):
-    """Learn the class prior W on every modality and keep the best (or the orthogonal baseline)."""
-    from drcl.kfp.artifacts import task_layout, task_params
-    from drcl.stages.prior import fit_prior
+def prior(task: dict, dataset: dict, store: str, tracking: dict, scores: Output[Metrics]
+          ) -> NamedTuple("Fitted", [("class_prior", dict), ("report", dict)]):
+    """Learn the class prior W on every modality's training split and keep the best (or take
+    the orthogonal or semantic prior); reads the training and validation splits only."""
+    import json
+    from collections import namedtuple
 
-    layout = task_layout(class_prior.path, dataset=dataset.path)
-    params = task_params(layout, seed=seed, device=device, precision=precision, model=model,
-                         prior=prior, train=train, tracking=tracking)
-    result = fit_prior(params, layout, run_key=run_key)
-    # the training tasks read the data set's address here, then fetch their own modality
-    class_prior.metadata.update(method=result.method, chosen=result.chosen or "",
-                                dataset_uri=dataset.uri)
-    for modality, score in result.summary()["scores"].items():
+    from drcl.kfp import task_steps
+    from drcl.kfp.store import Store
+    from drcl.layout import Layout
+
+    store_ = Store(store)
+    done, class_prior = task_steps.prior(store_, task, dataset=dataset, tracking=tracking)
+    summary = json.loads(task_steps.fetch_text(store_, done.sha(Layout().prior_metrics)))
+    for modality, score in (summary.get("scores") or {}).items():
         scores.log_metric(f"spl_score.{modality}", score)
+    with open(scores.path, "w") as fh:  # the artifact has a file, as kfp's cache expects
+        json.dump(summary, fh)
+    return namedtuple("Fitted", ["class_prior", "report"])(class_prior, done.report)

@@ -1,22 +1,23 @@
-"""Promotion: the `drcl promote` step as a component."""
+"""Promotion: the `drcl promote` step as a task (never reused: it changes the registry)."""
 
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Output
 
 
-def promote(dataset: Input[Dataset], class_prior: Input[Model], evaluation: Input[Artifact],
-            device: str, precision: str, data: dict, evaluate: dict, extract: dict,
-            tracking: dict, registry: dict, promotion: dict, run_key: str,
-            outcome: Output[Artifact]) -> str:
-    """Register the prior and the evaluated encoders as a set; it becomes champion if it beats
-    the champions. Returns the verdict: champion, challenger or unchanged."""
-    from drcl.kfp.artifacts import task_layout, task_params
-    from drcl.promotion import promote
+def promote(task: dict, dataset: dict, class_prior: dict, encoders: list, source: dict,
+            store: str, tracking: dict, outcome: Output[Artifact]) -> str:
+    """Register the prior and the encoders as a set; it becomes champion if it clears the gate
+    against the champions. Returns the verdict: champion, challenger or unchanged."""
+    import tempfile
+    from pathlib import Path
 
-    layout = task_layout(outcome.path, dataset=dataset.path, prior=class_prior.path,
-                         encoders=[evaluation.path])
-    params = task_params(layout, device=device, precision=precision, data=data,
-                         evaluate=evaluate, extract=extract, tracking=tracking,
-                         registry=registry, promotion=promotion)
-    result = promote(params, layout, report=layout.root / "promotion.json", run_key=run_key)
+    from drcl.kfp import task_steps
+    from drcl.kfp.store import Store
+
+    with tempfile.TemporaryDirectory() as scratch:
+        result = task_steps.promote(Store(store), task, dataset=dataset,
+                                    class_prior=class_prior, encoders=encoders,
+                                    source=source or None, tracking=tracking,
+                                    scratch=Path(scratch))
+        Path(outcome.path).write_text((Path(scratch) / "promotion.json").read_text())
     outcome.metadata.update(verdict=result.verdict, set_version=result.set_version)
     return result.verdict

@@ -1,36 +1,30 @@
-"""The run's first step: what it will compute, and whether a completed run computed it."""
+"""The run's first task: pin the data reference and plan each task."""
 
 from typing import NamedTuple
 
-from kfp.dsl import Artifact, Output
-
 
 def resolve(seed: int, device: str, precision: str, data: dict, model: dict, prior: dict,
-            train: dict, evaluate: dict, extract: dict, tracking: dict, kfp_run: str,
-            decision: Output[Artifact]
-            ) -> NamedTuple("Resolved", [("data", dict), ("key", str), ("changed", bool),
-                                         ("modalities", list)]):
-    """Pin the data reference to its commit, key the run by code, params and data, and train
-    only when no completed run has that key. Never served from Kubeflow's cache."""
-    import json
+            train: dict, evaluate: dict, extract: dict, tracking: dict, registry: dict,
+            promotion: dict
+            ) -> NamedTuple("Plan", [("data", dict), ("source", dict), ("prepare", dict),
+                                     ("evaluate", dict), ("promote", dict), ("gpu", dict)]):
+    """Check every param, pin a DVC revision to its commit, and give each task its view of the
+    params and the digest of its code (drcl.kfp.plan). Never served from Kubeflow's cache: a
+    branch moves."""
     from collections import namedtuple
-    from pathlib import Path
 
-    from drcl.kfp.artifacts import task_layout, task_params
-    from drcl.kfp.tracking import open_pipeline_run, resolve_run
+    from drcl.config import parse_params
+    from drcl.kfp.plan import cpu_views, gpu_views
+    from drcl.kfp.tracking import pin_data
 
-    params = task_params(task_layout(decision.path), seed=seed, device=device,
-                         precision=precision, data=data, model=model, prior=prior, train=train,
-                         evaluate=evaluate, extract=extract, tracking=tracking)
-    resolved = resolve_run(params)
-    if resolved.changed:
-        open_pipeline_run(params, resolved.key, kfp_run, source=resolved.source)
-        print(f"drcl: data {resolved.source or resolved.data['source']}; training")
-    else:
-        print(f"drcl: nothing changed since MLflow run {resolved.done_by} (same code, params "
-              "and data): no training")
-    Path(decision.path, "decision.json").write_text(json.dumps(
-        {"key": resolved.key, "changed": resolved.changed, "done_by": resolved.done_by,
-         "source": resolved.source}, indent=2))
-    out = namedtuple("Resolved", ["data", "key", "changed", "modalities"])
-    return out(resolved.data, resolved.key, resolved.changed, params.data.modalities or [])
+    params = parse_params({"seed": seed, "device": device, "precision": precision, "data": data,
+                           "model": model, "prior": prior, "train": train,
+                           "evaluate": evaluate, "extract": extract, "tracking": tracking,
+                           "registry": registry, "promotion": promotion},
+                          source="pipeline arguments")
+    pinned, source = pin_data(params)
+    print(f"drcl: data {source or pinned['source']}")
+    views = cpu_views(params, pinned)
+    plan = namedtuple("Plan", ["data", "source", "prepare", "evaluate", "promote", "gpu"])
+    return plan(pinned, source or {}, views["prepare"], views["evaluate"], views["promote"],
+                gpu_views(params))

@@ -1,26 +1,29 @@
-"""RSC training of one modality: the `drcl train --modality M` step as a component."""
+"""RSC training of one modality: the `drcl train --modality M` step as a keyed task."""
 
-from kfp.dsl import Input, Metrics, Model, Output
+from typing import NamedTuple
+
+from kfp.dsl import Metrics, Output
 
 
-def train(class_prior: Input[Model], modality: str, seed: int, device: str, precision: str,
-          data: dict, model: dict, train: dict, tracking: dict, run_key: str,
-          encoder: Output[Model], metrics: Output[Metrics]):
-    """Train this modality's encoder against the frozen prior. The task fetches its own
-    modality's file from the prepared data set (whose address the prior artifact carries) and
-    nothing else."""
-    import tempfile
-    from pathlib import Path
+def train(item: dict, class_prior: dict, store: str, tracking: dict, metrics: Output[Metrics]
+          ) -> NamedTuple("Trained", [("encoder", dict), ("report", dict)]):
+    """Train one modality's encoder against the frozen prior on its own training and
+    validation splits, and nothing else (`item`: its modality, view and splits)."""
+    import json
+    from collections import namedtuple
 
-    from drcl.kfp.artifacts import fetch_modality, task_layout, task_params
-    from drcl.stages.train import train_modality
+    from drcl.kfp import task_steps
+    from drcl.kfp.store import Store
+    from drcl.layout import Layout
 
-    with tempfile.TemporaryDirectory() as scratch:
-        mine = fetch_modality(class_prior.metadata["dataset_uri"], modality, Path(scratch))
-        layout = task_layout(encoder.path, dataset=mine.root, prior=class_prior.path)
-        params = task_params(layout, seed=seed, device=device, precision=precision, data=data,
-                             model=model, train=train, tracking=tracking)
-        result = train_modality(params, layout, modality=modality, run_key=run_key)
-    encoder.metadata["modality"] = modality
-    metrics.log_metric("best_epoch", result.best_epoch)
-    metrics.log_metric("best_val_loss", result.best_val_loss)
+    store_ = Store(store)
+    modality = item["modality"]
+    done, encoder = task_steps.train(store_, item["task"], modality=modality, data=item["data"],
+                                     class_prior=class_prior, tracking=tracking)
+    result = json.loads(task_steps.fetch_text(store_,
+                                               done.sha(Layout().train_metrics(modality))))
+    metrics.log_metric("best_epoch", result["best_epoch"])
+    metrics.log_metric("best_val_loss", result["best_val_loss"])
+    with open(metrics.path, "w") as fh:  # the artifact has a file, as kfp's cache expects
+        json.dump(result, fh)
+    return namedtuple("Trained", ["encoder", "report"])(encoder, done.report)

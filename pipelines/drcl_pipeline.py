@@ -1,10 +1,16 @@
-"""The DRCL pipeline: resolve -> [extract ->] prepare -> prior (SPL, on a GPU node) -> train, one
-GPU task per modality -> evaluate -> promote (champion or challenger, by drcl promote's gate).
+"""The DRCL pipeline: resolve -> probe -> [extract ->] prepare -> prior (SPL, on a GPU node) ->
+train, one GPU task per modality -> evaluate -> promote -> summary.
 
 Only wiring and platform settings live here; every step is a component from components/. The
 pipeline parameters are params.yaml's groups and default to its values; the cluster side (image,
 GPU, node selector, tolerations, env, secrets) comes from its `kubeflow` group. Like dvc.yaml's
 stages, the extract task exists only for data.source `extracted`.
+
+Every task between resolve and summary takes its view of the params, its code's digest and the
+content hashes of what it reads (drcl.kfp.plan, drcl.kfp.tasks), never the run's id: Kubeflow's
+cache reuses a task whose inputs are unchanged, and a task whose upstream ran again but wrote
+the same bytes. The tasks that read what Kubeflow cannot see (the data repository's moving
+branch, raw files on a volume) always start, and reuse their outputs from the store by content.
 """
 
 from kfp import dsl, kubernetes
@@ -12,11 +18,13 @@ from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_task import PipelineTask
 
 from drcl import components
-from drcl.config import KubeflowParams, Params
-from drcl.kfp.project import pipeline_arguments
+from drcl.config import KubeflowParams, Params, TaskResources
+from drcl.kfp.project import pipeline_arguments, store_uri
+from drcl.kfp.tasks import RUN_ENV
 
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-"""Only the uncached tasks (resolve, finish) take the Kubeflow run's id: it tags the parent run."""
+"""Only the uncached tasks that account for the run (summary, finish) take its id as an input;
+the others read it from their pod's label."""
 
 
 def build_pipeline(params: Params) -> GraphComponent:
@@ -24,6 +32,11 @@ def build_pipeline(params: Params) -> GraphComponent:
     cluster = params.kubeflow
     steps = components.build(cluster.image)
     defaults = pipeline_arguments(params)
+    store = store_uri(cluster)
+    resources = cluster.resources
+    extracts = params.data.source == "extracted"
+    # data read from a path outside DVC and outside the store: Kubeflow cannot see a change
+    outside = params.data.dvc is None and params.data.path is not None and not extracts
 
     @dsl.pipeline(name=cluster.pipeline, pipeline_root=cluster.pipeline_root,
                   description="DRCL cross-modal retrieval: SPL prior, per-modality RSC training, "
@@ -35,60 +48,75 @@ def build_pipeline(params: Params) -> GraphComponent:
              evaluate: dict = defaults["evaluate"], extract: dict = defaults["extract"],
              tracking: dict = defaults["tracking"], registry: dict = defaults["registry"],
              promotion: dict = defaults["promotion"]):
-        resolved = _in_cluster(steps.resolve(
+        plan = _on_cpu(steps.resolve(
             seed=seed, device=device, precision=precision, data=data, model=model, prior=prior,
-            train=train, evaluate=evaluate, extract=extract, tracking=tracking, kfp_run=RUN_ID),
-            cluster)
-        resolved.set_caching_options(False)  # a branch moves: resolve it on every run
-        key, pinned = resolved.outputs["key"], resolved.outputs["data"]
-        finish = _in_cluster(steps.finish(tracking=tracking, kfp_run=RUN_ID), cluster)
-        finish.set_caching_options(False)  # the exit handler must close this run's parent
-        # the rest runs only when no completed run has computed this key; its tasks take the
-        # key, never the run's id, so Kubeflow's cache can reuse them
-        with dsl.ExitHandler(finish, name="tracked-run"), \
-                dsl.If(resolved.outputs["changed"] == True, name="changed"):  # noqa: E712
-            if params.data.source == "extracted":
-                extracted = _in_cluster(steps.extract(
-                    seed=seed, device=device, precision=precision, data=pinned, extract=extract),
-                    cluster)
-                prepared = _in_cluster(steps.prepare(
-                    seed=seed, data=pinned, extracted=extracted.outputs["features"]),
-                    cluster)
+            train=train, evaluate=evaluate, extract=extract, tracking=tracking,
+            registry=registry, promotion=promotion), cluster, resources.task)
+        plan.set_caching_options(False)  # a branch moves: resolve it on every run
+        gpu = _on_gpu(steps.probe(views=plan.outputs["gpu"]), cluster, resources.task)
+        gpu.set_caching_options(False)  # what the GPU nodes make of `auto`, asked each run
+        extracted = None
+        if extracts:
+            extracted = steps.extract(task=gpu.outputs["extract"], store=store)
+            extracted.set_caching_options(False)  # raw files Kubeflow cannot see
+            if params.extract.manifest is not None:
+                _on_gpu(extracted, cluster, resources.gpu_task)
             else:
-                prepared = _in_cluster(steps.prepare(seed=seed, data=pinned), cluster)
-            dataset = prepared.outputs["dataset"]
-            fitted = _on_gpu_node(steps.prior(
-                dataset=dataset, seed=seed, device=device, precision=precision, model=model,
-                prior=prior, train=train, tracking=tracking, run_key=key), cluster)
-            class_prior = fitted.outputs["class_prior"]
-            with dsl.ParallelFor(resolved.outputs["modalities"],
-                                 parallelism=cluster.parallelism,
-                                 name="modalities") as modality:
-                trained = _on_gpu_node(steps.train(
-                    class_prior=class_prior, modality=modality, seed=seed, device=device,
-                    precision=precision, data=pinned, model=model, train=train,
-                    tracking=tracking, run_key=key), cluster)
-            evaluated = _in_cluster(steps.evaluate(
-                dataset=dataset, encoders=dsl.Collected(trained.outputs["encoder"]),
-                device=device, precision=precision, evaluate=evaluate, tracking=tracking,
-                run_key=key), cluster)
+                _on_cpu(extracted, cluster, resources.task)
+        prepared = _on_cpu(steps.prepare(
+            task=plan.outputs["prepare"], source=plan.outputs["source"], store=store,
+            train_tasks=gpu.outputs["train"],
+            **({"extracted": extracted.outputs["features"]} if extracted else {})),
+            cluster, resources.task)
+        if outside:
+            prepared.set_caching_options(False)
+        dataset = prepared.outputs["dataset"]
+        fitted = _on_gpu(steps.prior(task=gpu.outputs["prior"], dataset=dataset, store=store,
+                                     tracking=tracking), cluster, resources.gpu_task)
+        class_prior = fitted.outputs["class_prior"]
+        # the exit handler closes the run's MLflow parent run whatever happens (the prior task
+        # closes it itself when it fails). The fan-out reads only what the handler is handed:
+        # kfp's local runner gives a loop the wrong value of a task output made beside it.
+        finish = _on_cpu(steps.finish(tracking=tracking, kfp_run=RUN_ID), cluster,
+                         resources.task)
+        finish.set_caching_options(False)
+        with dsl.ExitHandler(finish, name="tracked-run"):
+            with dsl.ParallelFor(prepared.outputs["fanout"], parallelism=cluster.parallelism,
+                                 name="modalities") as item:
+                trained = _on_gpu(steps.train(item=item, class_prior=class_prior, store=store,
+                                              tracking=tracking), cluster, resources.gpu_task)
+            # one Collected per consumer: kfp 2.17 fails to compile one shared by two tasks
+            evaluated = _on_cpu(steps.evaluate(
+                task=plan.outputs["evaluate"], dataset=dataset,
+                encoders=dsl.Collected(trained.outputs["encoder"]), store=store,
+                tracking=tracking), cluster, resources.evaluate)
             # the gate is drcl promote's own: a set that fails it is registered as a
             # challenger with its reasons
-            promoted = _in_cluster(steps.promote(
-                dataset=dataset, class_prior=class_prior,
-                evaluation=evaluated.outputs["evaluation"], device=device, precision=precision,
-                data=pinned, evaluate=evaluate, extract=extract, tracking=tracking,
-                registry=registry, promotion=promotion, run_key=key), cluster)
+            promoted = _on_cpu(steps.promote(
+                task=plan.outputs["promote"], dataset=dataset, class_prior=class_prior,
+                encoders=dsl.Collected(trained.outputs["encoder"]),
+                source=plan.outputs["source"], store=store, tracking=tracking),
+                cluster, resources.promote)
             promoted.set_caching_options(False)  # it changes the registry: never skip it
+            promoted.after(evaluated)
+            summary = _on_cpu(steps.summary(
+                kfp_run=RUN_ID, source=plan.outputs["source"],
+                prepared=prepared.outputs["report"], prior=fitted.outputs["report"],
+                trained=dsl.Collected(trained.outputs["report"]),
+                evaluated=evaluated.outputs["report"], outcome=promoted.outputs["outcome"],
+                tracking=tracking,
+                **({"extracted": extracted.outputs["report"]} if extracted else {})),
+                cluster, resources.task)
+            summary.set_caching_options(False)
 
     return drcl
 
 
-def _in_cluster(task: PipelineTask, cluster: KubeflowParams, *, gpu: bool = False
-                ) -> PipelineTask:
-    """Requests and limits, plain env settings, and credentials from Kubernetes Secrets (names
-    only in the YAML)."""
-    wanted = cluster.resources.gpu_task if gpu else cluster.resources.task
+def _common(task: PipelineTask, cluster: KubeflowParams, wanted: TaskResources
+            ) -> PipelineTask:
+    """Requests and limits, plain env settings, credentials from Kubernetes Secrets (names only
+    in the YAML), and the run's id from the pod's label (never an input: it would defeat
+    Kubeflow's cache)."""
     task.set_cpu_request(wanted.cpu).set_cpu_limit(wanted.cpu_limit)
     task.set_memory_request(wanted.memory).set_memory_limit(wanted.memory_limit)
     for name, value in cluster.env.items():
@@ -96,16 +124,21 @@ def _in_cluster(task: PipelineTask, cluster: KubeflowParams, *, gpu: bool = Fals
     for secret in cluster.secrets:
         kubernetes.use_secret_as_env(task, secret_name=secret.name,
                                      secret_key_to_env={key: key for key in secret.keys})
+    kubernetes.use_field_path_as_env(task, env_name=RUN_ENV,
+                                     field_path="metadata.labels['pipeline/runid']")
     return task
 
 
-def _on_gpu_node(task: PipelineTask, cluster: KubeflowParams) -> PipelineTask:
-    """A task that trains (SPL's candidates, or one modality's encoder): its GPU, and the node
-    selector and tolerations of the GPU nodes."""
+def _on_cpu(task: PipelineTask, cluster: KubeflowParams, wanted: TaskResources) -> PipelineTask:
+    return _common(task, cluster, wanted)
+
+
+def _on_gpu(task: PipelineTask, cluster: KubeflowParams, wanted: TaskResources) -> PipelineTask:
+    """A task on a GPU node: its GPU, and the node selector and tolerations of the GPU nodes."""
     task.set_accelerator_type(cluster.gpu.accelerator).set_accelerator_limit(cluster.gpu.limit)
     for key, value in cluster.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for t in cluster.tolerations:
         kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value,
                                   effect=t.effect)
-    return _in_cluster(task, cluster, gpu=True)
+    return _common(task, cluster, wanted)

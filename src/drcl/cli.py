@@ -28,6 +28,20 @@ def _layout():
 
 
 @app.command()
+def resolve(params: ParamsOption = Path("params.yaml")) -> None:
+    """Check all of params.yaml; write what device and precision resolve to (resolved.yaml)."""
+    from drcl.config import load_params
+    from drcl.resolved import RESOLVED_FILE, write_resolved
+
+    def step() -> None:
+        resolved = write_resolved(load_params(params))
+        typer.echo(f"{RESOLVED_FILE}: device {resolved['device']}, "
+                   f"precision {resolved['precision']}")
+
+    run_step(step)
+
+
+@app.command()
 def extract(params: ParamsOption = Path("params.yaml")) -> None:
     """Embed the raw items listed in extract.manifest; writes data/extracted."""
     from drcl.config import load_params

@@ -355,12 +355,17 @@ class TaskResources(_Strict):
 
 
 class ResourceParams(_Strict):
-    """Per kind of task: `task` for every step, `gpu_task` for the steps that train on a GPU
-    node (prior and train)."""
+    """Per kind of task: `gpu_task` for the steps on GPU nodes (prior, train, and extract when
+    it extracts), `evaluate` and `promote` for those two (they embed every modality's test
+    split and rank it in blocks of evaluate.query_chunk queries), `task` for the rest."""
 
     task: TaskResources = TaskResources()
     gpu_task: TaskResources = TaskResources(cpu="4", memory="16Gi", cpu_limit="8",
                                             memory_limit="32Gi")
+    evaluate: TaskResources = TaskResources(cpu="2", memory="8Gi", cpu_limit="4",
+                                            memory_limit="16Gi")
+    promote: TaskResources = TaskResources(cpu="2", memory="8Gi", cpu_limit="4",
+                                           memory_limit="16Gi")
 
 
 class Toleration(_Strict):
@@ -391,6 +396,9 @@ class KubeflowParams(_Strict):
     pipeline: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] = "drcl"
     image: Annotated[str, Field(pattern=r"^\S+$")] = "drcl:latest"
     pipeline_root: str | None = None
+    store: str | None = None
+    """Where tasks keep their outputs by content hash and the record of each completed task
+    (drcl.kfp.store); null: `<pipeline_root>/drcl-store`."""
     parallelism: Annotated[int, Field(ge=1)] = 6
     gpu: GpuParams = GpuParams()
     resources: ResourceParams = ResourceParams()

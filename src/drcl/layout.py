@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drcl.data.dataset import ModalityData
 
 
 @dataclass(frozen=True)
@@ -18,9 +22,19 @@ class Layout:
     def out(self) -> Path:
         return self.outputs if self.outputs is not None else self.root
 
+    verify_data: bool = True
+    """Check each modality file against the data set's manifest when it is read (a Kubeflow
+    task's files are checked by content hash when they are fetched instead)."""
+
     @property
     def data(self) -> Path:
         return self.root / "data" / "prepared"
+
+    def modality(self, name: str, splits: tuple[str, ...]) -> ModalityData:
+        """One modality's `splits` of the prepared data set (the others come back empty)."""
+        from drcl.data.dataset import load_modality
+
+        return load_modality(self.data, name, verify=self.verify_data, splits=splits)
 
     @property
     def prior(self) -> Path:

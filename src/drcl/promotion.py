@@ -30,7 +30,6 @@ from drcl.data.dataset import (
     dataset_checksum,
     file_sha256,
     load_manifest,
-    load_modality,
 )
 from drcl.data.versioned import data_tags
 from drcl.errors import DrclError
@@ -172,12 +171,14 @@ def _without_mean(table: Mapping[str, float]) -> dict[str, float]:
 
 
 def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
-            report: Path | None = None, run_key: str | None = None) -> Outcome:
+            report: Path | None = None, run_key: str | None = None,
+            lineage: Mapping[str, Mapping[str, str]] | None = None) -> Outcome:
     """Register the candidate encoders and promote them as a set if they clear the gate.
 
     With `modalities` empty the candidate is the pipeline's whole output (prior and every
     modality's encoder); otherwise those encoders, trained against the champions' prior, join
-    the champion set. Returns the outcome; writes it as JSON to `report` when given.
+    the champion set. `lineage` adds tags to a modality's newly registered encoder (where a
+    Kubeflow run trained it). Returns the outcome; writes it as JSON to `report` when given.
     """
     manifest = load_manifest(layout.data)
     full = not modalities
@@ -189,8 +190,9 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
                         f"{', '.join(manifest.modalities)})")
     device = resolve_device(params.device)
     dtype = compute_dtype(params.precision, device)  # candidate and champion alike
-    loaded_data = {m: load_modality(layout.data, m) for m in manifest.modalities}
     gate_split = params.promotion.split
+    used = tuple(dict.fromkeys((gate_split, "test")))
+    loaded_data = {m: layout.modality(m, used) for m in manifest.modalities}
     tests = {m: data.split(gate_split) for m, data in loaded_data.items()}
     reported = {m: data.test for m, data in loaded_data.items()}
     extractors = {m: info.extractor for m, info in manifest.modalities.items()}
@@ -211,7 +213,7 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
             tempfile.TemporaryDirectory() as tmp:
         outcome = _promote(registry, run_id, params=params, layout=layout, manifest=manifest,
                            full=full, names=names, candidates=candidates, tests=tests,
-                           reported=reported,
+                           reported=reported, lineage=lineage or {},
                            extractors=extractors, device=device, workdir=Path(tmp))
         run.log_metrics({f"candidate.{gate_split}_map_all.{d}": v
                          for d, v in outcome.map_all.items()}
@@ -238,7 +240,7 @@ def _same_prior(candidates: Mapping[str, _Loaded], prior_sha256: str, source: st
 def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
              manifest: Manifest, full: bool, names: list[str], candidates: dict[str, _Loaded],
              tests: dict[str, Split], reported: dict[str, Split], extractors: dict[str, str],
-             device: torch.device,
+             device: torch.device, lineage: Mapping[str, Mapping[str, str]],
              workdir: Path) -> Outcome:
     registered: dict[str, Member] = {}
     for _ in range(MAX_ATTEMPTS):
@@ -286,7 +288,7 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
             if m not in registered:
                 registered[m] = _register(registry, run_id, m, candidates[m], prior_file,
                                           table=table, test_table=test_table, params=params,
-                                          manifest=manifest)
+                                          manifest=manifest, extra=lineage.get(m, {}))
         members = ({} if full or champion is None else dict(champion.members)) | registered
         outcome = Outcome(verdict="unchanged", set_model=registry.set_model, set_version="",
                           replaced=None, decision=decision,
@@ -329,7 +331,7 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
 
 def _register(registry: Registry, run_id: str, modality: str, loaded: _Loaded, prior_file: Path,
               *, table: dict[str, dict[str, float]], test_table: dict[str, dict[str, float]],
-              params: Params, manifest: Manifest) -> Member:
+              params: Params, manifest: Manifest, extra: Mapping[str, str]) -> Member:
     """Register one encoder file with what is needed to use it alone; its MAP figures are
     the test split's (reported), its gate figures those of `promotion.split`."""
     spec = loaded.encoder.spec
@@ -352,6 +354,7 @@ def _register(registry: Registry, run_id: str, modality: str, loaded: _Loaded, p
     if mine:
         tags["drcl.map_all.mean"] = f"{sum(mine.values()) / len(mine):.6f}"
         tags |= {metric_key(f"drcl.map_all.{d}"): f"{v:.6f}" for d, v in mine.items()}
+    tags |= {k: v for k, v in extra.items() if v}
     return registry.register_encoder(run_id, modality=modality, encoder=loaded.path,
                                      prior=prior_file, info=info, tags=tags)
 

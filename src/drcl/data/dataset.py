@@ -29,6 +29,10 @@ from drcl.errors import DrclError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST = "manifest.json"
+SOURCE_SUFFIX = ".source.json"
+"""Beside the data set folder (`data/prepared.source.json`): where the data came from. Kept out
+of the folder so that a new commit of the data repository that changes no data leaves the data
+set's bytes, and so everything keyed by them, unchanged."""
 FORMAT_VERSION = 2
 
 
@@ -91,7 +95,7 @@ class Manifest:
     paired: bool = False
     source: dict | None = None
     """Where the data came from when a DVC reference named it: repo, rev, path, commit and
-    DVC content hash (drcl.data.versioned)."""
+    DVC content hash (drcl.data.versioned). Stored beside the folder (`source_file`)."""
     noise: dict | None = None
     """Label noise injected by `prepare` (drcl.data.noise): kind, rate, scope and the rate
     realised per modality and split; None when there is none."""
@@ -119,7 +123,6 @@ class Manifest:
             "classes": self.classes,
             "multi_label": self.multi_label,
             "paired": self.paired,
-            "source": self.source,
             "noise": self.noise,
             "unseen_classes": self.unseen_classes,
             "class_text": self.class_text,
@@ -128,6 +131,12 @@ class Manifest:
                 for m, i in self.modalities.items()
             },
         }
+
+
+def source_file(data_dir: str | Path) -> Path:
+    """Where the provenance of the data set in `data_dir` is kept."""
+    data_dir = Path(data_dir)
+    return data_dir.with_name(data_dir.name + SOURCE_SUFFIX)
 
 
 def file_sha256(path: Path) -> str:
@@ -206,6 +215,7 @@ def save_dataset(
                             unseen_classes=[classes[c] for c in unseen or []],
                             class_text=dict(class_text or {}))
         write_json(tmp / MANIFEST, manifest.to_dict())
+    write_json(source_file(path), source)
     return manifest
 
 
@@ -216,12 +226,14 @@ def load_manifest(path: str | Path) -> Manifest:
         raise DrclError(f"{file}: no data set manifest here (run `drcl prepare` first)")
     try:
         raw = json.loads(file.read_text())
+        beside = source_file(path)
+        source = json.loads(beside.read_text()) if beside.is_file() else raw.get("source")
         return Manifest(
             name=raw["name"],
             classes=list(raw["classes"]),
             multi_label=bool(raw["multi_label"]),
             paired=bool(raw.get("paired", False)),
-            source=raw.get("source"),
+            source=source,
             noise=raw.get("noise"),
             unseen_classes=list(raw.get("unseen_classes") or []),
             class_text=dict(raw.get("class_text") or {}),
@@ -236,11 +248,14 @@ def load_manifest(path: str | Path) -> Manifest:
         raise DrclError(f"{file}: not a valid data set manifest ({exc!r})") from exc
 
 
-def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> ModalityData:
+def load_modality(path: str | Path, modality: str, *, verify: bool = True,
+                  splits: tuple[str, ...] = SPLITS) -> ModalityData:
     """Load one modality's splits from its own file.
 
     With `verify`, the file is checked against the manifest's list and checksum; without it only
     `<modality>.npz` is read, so a stage that trains one modality depends on that file alone.
+    Only `splits` are read (a Kubeflow task holds just the splits it uses); the others come
+    back with no rows.
     """
     path = Path(path)
     file = path / f"{modality}.npz"
@@ -256,20 +271,26 @@ def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> Mo
             raise DrclError(f"{file}: checksum differs from {MANIFEST}; the data set was modified")
     elif not file.is_file():
         raise DrclError(f"{file}: no such modality file (run `drcl prepare` first)")
-    expected = ["classes", *(f"{s}.{kind}" for s in SPLITS for kind in ("features", "labels"))]
+    expected = ["classes", *(f"{s}.{kind}" for s in splits for kind in ("features", "labels"))]
     # only what training reads: the clean labels kept beside noisy ones stay on disk
-    names, npz = load_npz(file, [*expected, *(f"{s}.ids" for s in SPLITS), "unseen_classes"],
+    names, npz = load_npz(file, [*expected, *(f"{s}.ids" for s in splits), "unseen_classes"],
                           what="a prepared modality file")
     missing = [key for key in expected if key not in npz]
     if missing:
         raise DrclError(f"{file}: key {missing[0]!r} missing; found {sorted(names)} (run "
                         "`drcl prepare` again)")
     num_classes = len(npz["classes"])
-    splits = {}
+    dim = next((npz[f"{s}.features"].shape[1] for s in splits), 0)
+    loaded = {}
     for split in SPLITS:
+        if split not in splits:
+            loaded[split] = Split(features=np.zeros((0, dim), np.float32),
+                                  labels=np.zeros((0, num_classes), np.float32),
+                                  ids=np.zeros(0, np.str_))
+            continue
         where = f"{file}:{split}.labels"
         ids_key = f"{split}.ids"
-        splits[split] = Split(
+        loaded[split] = Split(
             features=npz[f"{split}.features"].astype(np.float32, copy=False),
             labels=_decode_labels(npz[f"{split}.labels"], num_classes, where),
             ids=npz[ids_key].astype(np.str_) if ids_key in npz else None,
@@ -277,7 +298,7 @@ def load_modality(path: str | Path, modality: str, *, verify: bool = True) -> Mo
     unseen = tuple(int(c) for c in npz["unseen_classes"]) if "unseen_classes" in npz else ()
     if any(not 0 <= c < num_classes for c in unseen):
         raise DrclError(f"{file}:unseen_classes: class ids must lie in [0, {num_classes - 1}]")
-    return ModalityData(name=modality, **splits, unseen=unseen)
+    return ModalityData(name=modality, **loaded, unseen=unseen)
 
 
 def dataset_checksum(manifest: Manifest) -> str:

@@ -115,6 +115,32 @@ def extract_dataset(params: Params, *, out_dir: str | Path = EXTRACTED_DIR,
     return report
 
 
+def items_digest(settings: ExtractParams) -> str:
+    """sha256 over what the step reads: every manifest row and the bytes of every file it names
+    (the key of an extraction run where those files lie outside any store); no manifest: the
+    empty digest. Costs one read of the files, a fraction of embedding them."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if settings.manifest is None:
+        return digest.hexdigest()
+    manifest = read_manifest(settings.manifest, manifest_format=settings.manifest_format,
+                             root=settings.root)
+    for item in manifest.items:
+        row = [item.id, item.modality, "|".join(item.labels), item.split or "", item.key or "",
+               "" if item.row is None else str(item.row), item.text or ""]
+        digest.update("\0".join(row).encode() + b"\0")
+        if item.path is not None:
+            try:
+                with open(item.path, "rb") as fh:
+                    for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                        digest.update(block)
+            except OSError as exc:  # extraction itself reports bad items row by row
+                digest.update(f"unreadable: {exc.strerror}".encode())
+        digest.update(b"\1")
+    return digest.hexdigest()
+
+
 def _classes(params: ExtractParams, manifest: ItemManifest) -> list[str]:
     """extract.classes, else the manifest format's own list, else every label seen, sorted."""
     if params.classes is not None:

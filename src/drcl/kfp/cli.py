@@ -63,7 +63,7 @@ def run(
             raise DrclError("--local: `drcl pipeline run` only runs on this machine; pass "
                             "--local, or use `drcl pipeline submit` for a cluster")
         done = run_local(load_params(params), pipeline_root=pipeline_root)
-        typer.echo("\n".join(done.summary()))
+        typer.echo("\n".join(done.lines()))
 
     _run(step)
 

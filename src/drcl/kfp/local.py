@@ -1,7 +1,12 @@
-"""`drcl pipeline run --local`: the whole pipeline on this machine with kfp's SubprocessRunner.
+"""`drcl pipeline run --local`: the whole pipeline on this machine with kfp's SubprocessRunner,
+making the cluster's decisions: Kubeflow's cache (kfp's local cache, keyed the same way) and the
+store's records say which tasks run and which are reused, run after run.
 
 Each task runs as a subprocess of this Python environment (use_venv=False, nothing installed),
 so the installed drcl is what runs; kfp ignores the image and the cluster settings locally.
+Under the pipeline root: `store/` (the tasks' outputs and records, as on a cluster),
+`kfp-cache/` (kfp's cache entries) and one folder per run with its log (`kfp.log`) and its
+outputs laid out like the DVC workspace (`outputs/`).
 """
 
 from __future__ import annotations
@@ -10,77 +15,150 @@ import json
 import logging
 import os
 import re
-import tempfile
+import secrets
+import sys
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from drcl.config import Params
 from drcl.errors import DrclError
 from drcl.kfp.project import build_pipeline, pipeline_arguments
+from drcl.kfp.store import Store
+from drcl.kfp.tasks import RUN_ENV
 from drcl.report import mean_figures
 from drcl.tracking import tracking_uri
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-EVALUATION = "evaluate/evaluation"
-"""Where kfp.local puts the evaluate task's `evaluation` artifact, below the run's folder."""
+_ERROR = re.compile(r"(?:drcl\.errors\.)?DrclError: (.+)$")
+LOG = "kfp.log"
 
 
 @dataclass(frozen=True)
 class LocalRun:
-    """Where a local run's outputs are, and what it decided."""
+    """Where a local run's outputs are, and what it did."""
 
     folder: Path
-    decision: dict
-    evaluation: Path | None
-    outcome: dict | None
+    summary: dict
 
-    def summary(self) -> list[str]:
-        """What the run did, in a few lines: MAP, the gate's verdict, the registry."""
-        if not self.decision["changed"]:
-            return [f"nothing changed since MLflow run {self.decision['done_by']} (same code, "
-                    f"params and data): no training; outputs in {self.folder}"]
+    @property
+    def outputs(self) -> Path:
+        return self.folder / "outputs"
+
+    def lines(self) -> list[str]:
+        """What the run did, in a few lines: the data, each task, MAP, promotion."""
         lines = []
-        if self.evaluation is not None:
-            report = json.loads((self.evaluation / "metrics" / "eval.json").read_text())
-            lines.append("test " + ", ".join(
-                f"{name.replace('map_all', 'MAP@all').replace('map_at_', 'MAP@')} {value:.4f}"
-                for name, value in mean_figures(report).items()))
-        if self.outcome is not None:
-            lines.append(f"promotion: {_describe(self.outcome)}")
-        source = self.decision.get("source")
+        source = self.summary.get("source")
         if source:
             lines.append(f"data: {source['repo']} {source['path']} at {source['commit'][:12]} "
                          f"(DVC {source['dvc_md5']})")
-        lines.append(f"outputs in {self.folder}")
+        width = max(len(t["task"]) for t in self.summary["tasks"])
+        lines += [f"{t['task']:<{width}}  {t['status']}" for t in self.summary["tasks"]]
+        report = self.outputs / "metrics" / "eval.json"
+        if report.is_file():
+            lines.append("test " + ", ".join(
+                f"{name.replace('map_all', 'MAP@all').replace('map_at_', 'MAP@')} {value:.4f}"
+                for name, value in mean_figures(json.loads(report.read_text())).items()))
+        if self.summary.get("outcome"):
+            lines.append(f"promotion: {_describe(self.summary['outcome'])}")
+        trained = [t["task"] for t in self.summary["tasks"]
+                   if t["ran"] and t["task"].startswith(("train@", "prior", "extract"))]
+        lines.append(f"computed: {', '.join(trained)}" if trained else
+                     "nothing changed: every task reused from earlier runs, no training")
+        lines.append(f"outputs in {self.outputs}")
         return lines
 
 
 def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = ".") -> LocalRun:
-    """Run the pipeline with ``params``' values, each run in its own folder under
-    ``pipeline_root``; the evaluation folder is laid out like the DVC workspace."""
+    """Run the pipeline with ``params``' values in a folder of its own under ``pipeline_root``,
+    whose store and kfp cache every local run shares."""
     from kfp import local
 
-    pipeline = build_pipeline(local_params(params, root=Path(root)))
-    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
-    run_root = Path(tempfile.mkdtemp(prefix="run-", dir=pipeline_root)).resolve()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_root),
-               raise_on_error=True)
+    base = Path(pipeline_root).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    folder = base / run_id
+    folder.mkdir()
+    pipeline = build_pipeline(local_params(params, root=Path(root), store=base / "store"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(folder / "kfp"),
+               raise_on_error=True, enable_caching=True, cache_root=str(base / "kfp-cache"))
     logging.captureWarnings(True)
     # kfp warns, for every task, that it ignores the image and the cluster settings: known here
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    log = folder / LOG
     try:
-        pipeline(**pipeline_arguments(params))
-    except RuntimeError as exc:
-        first = _ANSI.sub("", str(exc).splitlines()[0])
-        raise DrclError(f"local pipeline run failed: {first} (its log is above)") from None
-    (folder,) = [p for p in run_root.iterdir() if p.is_dir()]
-    decision = json.loads(next(folder.glob("resolve/decision/decision.json")).read_text())
-    evaluation = next(folder.glob(EVALUATION), None)
-    promoted = next(folder.glob("promote/outcome/promotion.json"), None)
-    return LocalRun(folder, decision, evaluation,
-                    json.loads(promoted.read_text()) if promoted else None)
+        with _environment(RUN_ENV, run_id), _output_to(log):
+            pipeline(**pipeline_arguments(params))
+    except Exception as exc:  # noqa: BLE001 - kfp's runner raises many kinds for a failed run
+        reason = _task_error(log) or _ANSI.sub("", (str(exc).splitlines() or [repr(exc)])[0])
+        raise DrclError(f"local pipeline run {run_id} failed: {reason} (log: {log})") from None
+    found = sorted(folder.glob("kfp/*/summary/report/summary.json"))
+    if not found:
+        raise DrclError(f"local pipeline run {run_id} left no summary (log: {log})")
+    summary = json.loads(found[-1].read_text())
+    materialize(Store(base / "store"), summary, folder / "outputs")
+    return LocalRun(folder, summary)
+
+
+def materialize(store: Store, summary: dict, dest: Path) -> None:
+    """The run's outputs (prior, encoders, metrics, plots), fetched from the store into a
+    folder laid out like the DVC workspace; the data set stays in the store."""
+    for task in summary["tasks"]:
+        if task["task"] in ("prepare", "extract"):
+            continue
+        for path, sha in task["outputs"].items():
+            store.get(sha, dest / path)
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """The run's id for every task (what a pod's label gives it on a cluster)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+@contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """kfp's log and every task's output into `log` (a local run prints only its summary)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    handlers = logging.getLogger().handlers[:]
+    with log.open("ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            logging.getLogger().handlers[:] = handlers
+
+
+def _task_error(log: Path) -> str | None:
+    """The one-line reason a task gave (drcl's error), if the log has one."""
+    if not log.is_file():
+        return None
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        found = _ERROR.search(_ANSI.sub("", line).strip())
+        if found:
+            return found.group(1)
+    return None
 
 
 def _describe(outcome: dict) -> str:
@@ -95,11 +173,13 @@ def _describe(outcome: dict) -> str:
             + (f", gain {gain:+.4f}" if gain is not None else ", the first champion"))
 
 
-def local_params(params: Params, *, root: Path) -> Params:
+def local_params(params: Params, *, root: Path, store: Path) -> Params:
     """The cluster's env (in-cluster endpoints) means nothing here: tasks get this machine's
-    environment, and tracking and the registry use the store `drcl` and `dvc repro` use."""
+    environment, tracking and the registry use the store `drcl` and `dvc repro` use, and the
+    tasks' store is a folder beside the runs."""
     env = {}
     if "MLFLOW_TRACKING_URI" not in os.environ:
         env["MLFLOW_TRACKING_URI"] = tracking_uri(root)
-    cluster = params.kubeflow.model_copy(update={"env": env, "secrets": []})
+    cluster = params.kubeflow.model_copy(update={"env": env, "secrets": [],
+                                                 "store": str(store)})
     return params.model_copy(update={"kubeflow": cluster})

@@ -10,7 +10,7 @@ from typing import Any
 from kfp.dsl.graph_component import GraphComponent
 
 from drcl.atomic import atomic_path
-from drcl.config import Params
+from drcl.config import KubeflowParams, Params
 from drcl.errors import DrclError
 
 STAGE_GROUPS = ("seed", "device", "precision", "data", "model", "prior", "train", "evaluate",
@@ -26,6 +26,16 @@ def pipeline_arguments(params: Params) -> dict[str, Any]:
     """
     dumped = params.model_dump(mode="json", exclude_none=True)
     return {group: dumped[group] for group in STAGE_GROUPS}
+
+
+def store_uri(cluster: KubeflowParams) -> str:
+    """kubeflow.store, else a folder of the pipeline root."""
+    if cluster.store:
+        return cluster.store
+    if cluster.pipeline_root:
+        return f"{cluster.pipeline_root.rstrip('/')}/drcl-store"
+    raise DrclError("kubeflow.store: tasks hand each other their outputs through a store (e.g. "
+                    "s3://drcl-artifacts/drcl-store); set it, or kubeflow.pipeline_root")
 
 
 def build_pipeline(params: Params) -> GraphComponent:

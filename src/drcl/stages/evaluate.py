@@ -7,7 +7,7 @@ from pathlib import Path
 
 from drcl.atomic import atomic_path, write_json
 from drcl.config import Params
-from drcl.data.dataset import dataset_checksum, load_manifest, load_modality
+from drcl.data.dataset import dataset_checksum, load_manifest
 from drcl.data.zero_shot import seen_classes
 from drcl.errors import DrclError
 from drcl.layout import Layout
@@ -33,7 +33,7 @@ def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = N
         path = layout.encoder(m)
         encoder = load_encoder(path, device=device, compute_dtype=dtype)
         priors[m] = read_metadata(path).get("prior_sha256")
-        test = load_modality(layout.data, m).test
+        test = layout.modality(m, ("test",)).test
         embeddings[m] = embed(encoder, test.features, device=device)
         labels[m] = test.labels
     if len(set(priors.values())) != 1:

@@ -9,7 +9,7 @@ import torch
 from drcl.atomic import atomic_path, write_csv, write_json
 from drcl.config import Params, for_data
 from drcl.correction import save_posteriors
-from drcl.data.dataset import Manifest, dataset_checksum, load_manifest, load_modality
+from drcl.data.dataset import Manifest, dataset_checksum, load_manifest
 from drcl.errors import DrclError
 from drcl.extract.class_texts import TEXT_EXTRACTOR, embed_class_texts
 from drcl.layout import Layout
@@ -31,7 +31,7 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
                         f"modalities, but {manifest.name} is not paired (no item id recurs "
                         "across modalities); use own")
     device = resolve_device(params.device)
-    modalities = [load_modality(layout.data, m) for m in manifest.modalities]
+    modalities = [layout.modality(m, ("train", "val")) for m in manifest.modalities]
     with stage_run(params, "prior", layout=layout, dataset_sha256=dataset_checksum(manifest),
                    data_source=manifest.source, run_key=run_key) as run:
         result = select_prior(modalities, num_classes=manifest.num_classes, params=params,

@@ -31,7 +31,7 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
     only its data changes. `prior_path` replaces the pipeline's prior (adding a modality to the
     registry's champions trains against theirs).
     """
-    data = load_modality(layout.data, modality, verify=False)
+    data = load_modality(layout.data, modality, verify=False, splits=("train", "val"))
     params = for_data(params, num_classes=training_view(data).train.labels.shape[1])
     if params.data.modalities is not None and modality not in params.data.modalities:
         raise DrclError(f"--modality: {modality!r} is not in data.modalities "

@@ -1,0 +1,212 @@
+"""The pipeline's steps as keyed tasks: what each reads, how it is keyed, what it hands on.
+
+Each function here is what one Kubeflow component does (components/ are thin shells around
+them): it keys the task by its view, code and the content hashes it reads, reuses a completed
+task with that key or fetches exactly those inputs and calls the step's library function (the
+one `drcl COMMAND` and the DVC stage call), and returns content hashes for the next tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from drcl.kfp.plan import params_of
+from drcl.kfp.store import Store
+from drcl.kfp.tasks import (
+    Done,
+    content_digest,
+    current_run,
+    dataset_inputs,
+    dataset_ref,
+    fetch_dataset,
+    run_keyed,
+    split_dataset,
+    task_layout,
+)
+from drcl.layout import Layout
+
+TRAINING_SPLITS = ("train", "val")
+
+
+def _join(tracking: Mapping[str, Any]) -> None:
+    """Log this task's stage run under its Kubeflow run's parent run."""
+    from drcl.kfp.tracking import join_pipeline_run
+
+    params = params_of({"params": {}}, tracking=dict(tracking))
+    if params.tracking.enabled:
+        join_pipeline_run(params, current_run())
+
+
+def _end(tracking: Mapping[str, Any], state: str) -> None:
+    from drcl.kfp.tracking import end_pipeline_run
+
+    params = params_of({"params": {}}, tracking=dict(tracking))
+    with contextlib.suppress(Exception):  # the task's own error is the one to report
+        end_pipeline_run(params, current_run(), state)
+
+
+def extract(store: Store, task: Mapping[str, Any]) -> Done:
+    """Embed the manifest's raw items; keyed by the items' content, which lies outside the
+    store (a file in the image or on a volume)."""
+    from drcl.extract import EXTRACTED_DIR
+    from drcl.extract.step import extract_dataset, items_digest
+
+    params = params_of(task)
+
+    def work(given: Path, made: Path) -> None:
+        extract_dataset(params, out_dir=made / EXTRACTED_DIR)
+
+    return run_keyed(store, "extract", task="extract", view=task["params"], code=task["code"],
+                     inputs={"items": items_digest(params.extract)}, work=work)
+
+
+def prepare(store: Store, task: Mapping[str, Any], *, source: Mapping[str, Any] | None,
+            extracted: Mapping[str, str]) -> tuple[Done, dict[str, Any]]:
+    """Import, check and split the data set; returns it as references. Keyed by the data's
+    content (DVC's hash of the revision read, the extracted features, or a file's own hash),
+    never by the commit that named it."""
+    from drcl.data.prepare import prepare_dataset
+    from drcl.extract import EXTRACTED_DIR
+
+    params = params_of(task)
+    view = json.loads(json.dumps(task["params"]))
+    inputs: dict[str, str] = {}
+    if source:
+        view["data"]["dvc"] = {"dvc_md5": source["dvc_md5"]}
+    if extracted:
+        inputs |= {f"extracted/{path}": sha for path, sha in extracted.items()}
+        view["data"].pop("path", None)
+    elif params.data.path is not None and params.data.dvc is None:
+        inputs["data.path"] = content_digest(params.data.path)
+
+    def work(given: Path, made: Path) -> None:
+        run_params = params
+        if extracted:
+            folder = given / EXTRACTED_DIR
+            for path, sha in extracted.items():
+                store.get(sha, given / path)
+            run_params = params.model_copy(update={"data": params.data.model_copy(
+                update={"path": folder})})
+        prepared = given / "prepared"
+        prepare_dataset(run_params, out_dir=prepared)
+        split_dataset(prepared, made)
+
+    done = run_keyed(store, "prepare", task="prepare", view=view, code=task["code"],
+                     inputs=inputs, work=work)
+    from drcl.data.dataset import MANIFEST
+
+    manifest = json.loads(fetch_text(store, done.outputs[MANIFEST]))
+    return done, dataset_ref(done.outputs, list(manifest["modalities"]))
+
+
+def prior(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
+          tracking: Mapping[str, Any]) -> tuple[Done, dict[str, str]]:
+    """SPL (or the orthogonal or semantic prior) on every modality's training and validation
+    splits; returns {"prior": sha, "posteriors": sha}."""
+    from drcl.stages.prior import fit_prior
+
+    params = params_of(task, tracking=dict(tracking))
+
+    def work(given: Path, made: Path) -> None:
+        _join(tracking)
+        layout = task_layout(given, made)
+        fetch_dataset(store, dataset, TRAINING_SPLITS, layout)
+        try:
+            fit_prior(params, layout)
+        except BaseException:  # before the exit handler's span: close the run's parent here
+            _end(tracking, "FAILED")
+            raise
+
+    done = run_keyed(store, "prior", task="prior", view=task["params"], code=task["code"],
+                     inputs=dataset_inputs(dataset, TRAINING_SPLITS), work=work)
+    layout = Layout(Path("."))
+    return done, {"prior": done.sha(layout.prior), "posteriors": done.sha(layout.posteriors)}
+
+
+def train(store: Store, task: Mapping[str, Any], *, modality: str, data: Mapping[str, str],
+          class_prior: Mapping[str, str], tracking: Mapping[str, Any]
+          ) -> tuple[Done, dict[str, str]]:
+    """RSC for one modality on its own training and validation splits against the prior;
+    returns {"modality", "encoder": sha, "key", "run"} (the run that trained it)."""
+    from drcl.stages.train import train_modality
+
+    params = params_of(task, tracking=dict(tracking))
+    correction = params.train.correction
+    reads_posteriors = correction.method != "none" and correction.cost == "cross_modal"
+    inputs = {f"{modality}.{s}": data[s] for s in TRAINING_SPLITS} | {
+        "prior": class_prior["prior"]}
+    if reads_posteriors:
+        inputs["posteriors"] = class_prior["posteriors"]
+
+    def work(given: Path, made: Path) -> None:
+        _join(tracking)
+        prior_file = store.get(class_prior["prior"], given / "models" / "prior.safetensors")
+        if reads_posteriors:
+            store.get(class_prior["posteriors"], given / "models" / "posteriors.npz")
+        layout = task_layout(given, made, prior=prior_file)
+        fetch_dataset(store, {"manifest": "", "modalities": {modality: dict(data)}},
+                      TRAINING_SPLITS, layout, with_manifest=False)
+        train_modality(params, layout, modality=modality)
+
+    done = run_keyed(store, "train", task=f"train@{modality}", view=task["params"],
+                     code=task["code"], inputs=inputs, work=work, modality=modality)
+    encoder = done.sha(Layout(Path(".")).encoder(modality))
+    return done, {"modality": modality, "encoder": encoder, "key": done.report["key"],
+                  "run": done.report["run"]}
+
+
+def evaluate(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
+             encoders: Sequence[Mapping[str, str]], tracking: Mapping[str, Any]
+             ) -> tuple[Done, dict[str, Any]]:
+    """MAP of every direction on the test splits; returns the report (metrics/eval.json)."""
+    from drcl.stages.evaluate import evaluate_encoders
+
+    params = params_of(task, tracking=dict(tracking))
+    shas = {e["modality"]: e["encoder"] for e in encoders}
+    inputs = dataset_inputs(dataset, ("test",)) | {f"encoder.{m}": s for m, s in shas.items()}
+
+    def work(given: Path, made: Path) -> None:
+        _join(tracking)
+        files = {m: store.get(s, given / "models" / "encoders" / f"{m}.safetensors")
+                 for m, s in shas.items()}
+        layout = task_layout(given, made, encoders=files)
+        fetch_dataset(store, dataset, ("test",), layout)
+        evaluate_encoders(params, layout)
+
+    done = run_keyed(store, "evaluate", task="evaluate", view=task["params"], code=task["code"],
+                     inputs=inputs, work=work)
+    report = json.loads(fetch_text(store, done.sha(Layout(Path(".")).eval_metrics)))
+    return done, report
+
+
+def promote(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
+            class_prior: Mapping[str, str], encoders: Sequence[Mapping[str, str]],
+            source: Mapping[str, Any] | None, tracking: Mapping[str, Any], scratch: Path):
+    """drcl promote's gate on the encoders as a set, on the validation and test splits; never
+    keyed (it changes the registry). Each encoder is registered with where it was trained."""
+    from drcl.promotion import promote as promote_set
+
+    params = params_of(task, tracking=dict(tracking))
+    _join(tracking)
+    given = scratch / "in"
+    folder = given / "models" / "encoders"
+    files = {e["modality"]: store.get(e["encoder"], folder / f"{e['modality']}.safetensors")
+             for e in encoders}
+    prior_file = store.get(class_prior["prior"], given / "models" / "prior.safetensors")
+    layout = task_layout(given, scratch / "out", prior=prior_file, encoders=files)
+    splits = tuple(dict.fromkeys((params.promotion.split, "test")))
+    fetch_dataset(store, dataset, splits, layout, source=source)
+    lineage = {e["modality"]: {"drcl.train_key": e.get("key", ""),
+                               "drcl.trained_in_kfp_run": e.get("run", "")} for e in encoders}
+    return promote_set(params, layout, report=scratch / "promotion.json", lineage=lineage)
+
+
+def fetch_text(store: Store, sha: str) -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return store.get(sha, Path(tmp) / "file").read_text()
