@@ -171,7 +171,7 @@ def _without_mean(table: Mapping[str, float]) -> dict[str, float]:
 
 
 def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
-            report: Path | None = None, run_key: str | None = None,
+            report: Path | None = None,
             lineage: Mapping[str, Mapping[str, str]] | None = None) -> Outcome:
     """Register the candidate encoders and promote them as a set if they clear the gate.
 
@@ -208,7 +208,7 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
                     "a set shares one prior: retrain it (`drcl train --modality {m}`)")
     registry = Registry.open(params, layout.root)
     with stage_run(params, "promote", layout=layout, dataset_sha256=dataset_checksum(manifest),
-                   data_source=manifest.source, run_key=run_key) as run, \
+                   data_source=manifest.source) as run, \
             registry.artifact_run(run.run_id, params.tracking.experiment, "promote") as run_id, \
             tempfile.TemporaryDirectory() as tmp:
         outcome = _promote(registry, run_id, params=params, layout=layout, manifest=manifest,

@@ -275,11 +275,12 @@ def parent_run_id(client: MlflowClient, exp_id: str, params: Params, commit: str
 @contextmanager
 def stage_run(params: Params, stage: str, *, layout: Layout,
               dataset_sha256: str | None = None, data_source: dict | None = None,
-              modality: str | None = None, run_key: str | None = None) -> Iterator[StageRun]:
+              modality: str | None = None) -> Iterator[StageRun]:
     """A child run of the pipeline's parent for one stage (or one modality's stage).
 
-    The parent is the run tagged with `run_key` (a Kubeflow run's, from drcl.kfp.tracking),
-    else with the hash of the git commit and params (a `dvc repro`'s stages). The store is
+    The parent is the run DRCL_PIPELINE_RUN_ID names (a Kubeflow task's, from
+    drcl.kfp.tracking), else the one tagged with the hash of the git commit and params (a
+    `dvc repro`'s stages). The store is
     checked before the stage's work starts, so a bad MLFLOW_TRACKING_URI fails fast. The run
     ends FINISHED, FAILED or KILLED with the stage; so does the parent, unless it belongs to a
     Kubeflow run (its exit handler closes it) or DRCL_PIPELINE_RUN_ID named it.
@@ -305,7 +306,7 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
         tags["drcl.dataset_dvc_md5"] = dvc_md5
     with mlflow_errors(client, f"starting the run of stage {stage}"):
         end_orphans(client, exp_id)
-        parent = parent_run_id(client, exp_id, params, commit, run_key)
+        parent = parent_run_id(client, exp_id, params, commit)
         name = stage if modality is None else f"{stage}@{modality}"
         run_id = client.create_run(exp_id, run_name=name,
                                    tags=tags | {PARENT_TAG: parent}).info.run_id
@@ -313,7 +314,7 @@ def stage_run(params: Params, stage: str, *, layout: Layout,
             client.set_tag(parent, key, value)
     log_params(client, run_id, params)
     # a parent named by DRCL_PIPELINE_RUN_ID belongs to whoever named it: leave its status alone
-    ended = [run_id] if os.environ.get(PARENT_ENV) or run_key else [run_id, parent]
+    ended = [run_id] if os.environ.get(PARENT_ENV) else [run_id, parent]
     try:
         yield _MlflowStageRun(client, run_id)
     except KeyboardInterrupt:

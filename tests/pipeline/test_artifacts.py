@@ -1,4 +1,5 @@
-"""The glue between kfp artifacts and drcl's stage paths, and its one-line errors."""
+"""The glue between a Kubeflow task and drcl's stage paths: the store, the data set by
+reference, keyed tasks, and a failed local run's one line."""
 
 from __future__ import annotations
 
@@ -7,73 +8,144 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from drcl.config import DataParams, Params
+from drcl.data.dataset import load_modality
+from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
-from drcl.kfp.artifacts import (
-    flat_metrics,
-    gather_encoders,
-    map_table,
+from drcl.kfp.artifacts import flat_metrics, map_table, with_extracted
+from drcl.kfp.plan import params_of
+from drcl.kfp.store import Store, sha256_file
+from drcl.kfp.tasks import (
+    dataset_inputs,
+    dataset_ref,
+    fetch_dataset,
+    run_keyed,
+    split_dataset,
     task_layout,
-    task_params,
-    with_extracted,
 )
 from drcl.layout import Layout
 from tests.pipeline.conftest import ROOT
 
 
-def encoder_artifact(root: Path, *modalities: str) -> Path:
-    for m in modalities:
-        path = Layout(root).encoder(m)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(m.encode())
-    return root
+def test_the_store_keeps_files_by_content_and_checks_them(tmp_path):
+    store = Store(tmp_path / "store")
+    (tmp_path / "a").write_bytes(b"weights")
+    sha = store.put(tmp_path / "a")
+    assert sha == sha256_file(tmp_path / "a") and store.has(sha)
+    assert store.put(tmp_path / "a") == sha and store.written == 7  # stored once
+    assert store.get(sha, tmp_path / "back" / "a").read_bytes() == b"weights"
+    assert store.read == 7
+    Path(store.object_path(sha)).write_bytes(b"tampered")
+    with pytest.raises(DrclError, match=rf"object {sha[:12]} holds content .*; the store is "
+                                        "damaged$"):
+        store.get(sha, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+    with pytest.raises(DrclError, match="object 000000000000 is missing"):
+        store.get("0" * 64, tmp_path / "none")
 
 
-def test_a_task_writes_under_its_output_and_reads_its_inputs(tmp_path):
-    a = encoder_artifact(tmp_path / "train-a", "image")
-    b = encoder_artifact(tmp_path / "train-b", "text")
-    layout = task_layout(tmp_path / "out", dataset=tmp_path / "ds", prior=tmp_path / "pr",
-                         encoders=[a, b])
-    assert layout.data == tmp_path / "ds/data/prepared"
-    assert layout.prior == tmp_path / "pr/models/prior.safetensors"
-    assert layout.encoder("text") == b / "models/encoders/text.safetensors"
-    assert layout.eval_metrics == tmp_path / "out/metrics/eval.json"
+def test_a_record_counts_only_when_every_object_it_names_exists(tmp_path):
+    store = Store(tmp_path / "store")
+    (tmp_path / "a").write_bytes(b"x")
+    sha = store.put(tmp_path / "a")
+    store.save_record("train", "k1", {"run": "r1", "outputs": {"a": sha}})
+    assert store.record("train", "k1")["run"] == "r1"
+    assert store.record("train", "other") is None
+    store.save_record("train", "k2", {"run": "r1", "outputs": {"a": "f" * 64}})
+    assert store.record("train", "k2") is None  # a cleaned store: run again
+
+
+def test_a_keyed_task_runs_once_per_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("KFP_RUN_ID", "run-1")
+    store = Store(tmp_path / "store")
+    calls = []
+
+    def work(given: Path, made: Path) -> None:
+        calls.append(given)
+        (made / "out.txt").write_text("result")
+
+    first = run_keyed(store, "evaluate", task="evaluate", view={"evaluate": {"k": 5}}, code="c",
+                      inputs={"x": "1"}, work=work)
+    assert first.report["run"] == "run-1" and first.report["reused"] == ""
+    monkeypatch.setenv("KFP_RUN_ID", "run-2")
+    again = run_keyed(store, "evaluate", task="evaluate", view={"evaluate": {"k": 5}}, code="c",
+                      inputs={"x": "1"}, work=work)
+    assert len(calls) == 1 and again.outputs == first.outputs
+    assert (again.report["run"], again.report["reused"]) == ("run-1", "store")
+    other = run_keyed(store, "evaluate", task="evaluate", view={"evaluate": {"k": 5}},
+                      code="c", inputs={"x": "2"}, work=work)
+    assert len(calls) == 2 and other.report["run"] == "run-2"
+
+
+def test_a_failed_task_records_nothing(tmp_path):
+    store = Store(tmp_path / "store")
+
+    def work(given: Path, made: Path) -> None:
+        (made / "half.txt").write_text("half")
+        raise DrclError("the step failed")
+
+    with pytest.raises(DrclError, match="the step failed"):
+        run_keyed(store, "prior", task="prior", view={}, code="c", inputs={}, work=work)
+    assert not (tmp_path / "store" / "tasks").exists()
+
+
+def test_a_data_set_travels_as_one_object_per_modality_and_split(tmp_path, uci_cache):
+    params = Params(data=DataParams(modalities=["fou", "mor"]))
+    prepared = tmp_path / "prepared"
+    prepare_dataset(params, out_dir=prepared, cache_dir=uci_cache)
+    store = Store(tmp_path / "store")
+    split_dataset(prepared, tmp_path / "split")
+    outputs = {p.relative_to(tmp_path / "split").as_posix(): store.put(p)
+               for p in (tmp_path / "split").rglob("*") if p.is_file()}
+    ref = dataset_ref(outputs, ["fou", "mor"])
+    split_dataset(prepared, tmp_path / "again")  # the same data: the same objects
+    assert sha256_file(tmp_path / "again" / "mor" / "test.npz") == ref["modalities"]["mor"][
+        "test"]
+    assert set(dataset_inputs(ref, ("test",))) == {"manifest", "fou.test", "mor.test"}
+
+    layout = task_layout(tmp_path / "in", tmp_path / "out")
+    fetch_dataset(store, ref, ("train", "val"), layout, modalities=["mor"])
+    assert sorted(p.name for p in layout.data.iterdir()) == ["manifest.json", "mor.npz"]
+    got = layout.modality("mor", ("train", "val"))
+    whole = load_modality(prepared, "mor")
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(got.split(split).features, whole.split(split).features)
+        np.testing.assert_array_equal(got.split(split).labels, whole.split(split).labels)
+        np.testing.assert_array_equal(got.split(split).ids, whole.split(split).ids)
+    assert len(got.test) == 0  # a split the task did not fetch is empty, never stale
+    with np.load(layout.data / "mor.npz") as npz:
+        assert not any(name.startswith("test.") for name in npz.files)
+
+
+def test_a_task_reads_its_inputs_and_writes_its_outputs_apart(tmp_path):
+    layout = task_layout(tmp_path / "in", tmp_path / "out", prior=tmp_path / "p.safetensors",
+                         encoders={"text": tmp_path / "t.safetensors"})
+    assert layout.data == tmp_path / "in/data/prepared"
+    assert layout.prior == tmp_path / "p.safetensors"
+    assert layout.posteriors == tmp_path / "posteriors.npz"
+    assert layout.encoder("text") == tmp_path / "t.safetensors"
     assert layout.encoder("audio") == tmp_path / "out/models/encoders/audio.safetensors"
-
-    evaluation = task_layout(tmp_path / "eval")
-    assert gather_encoders([a, b], evaluation) == ["image", "text"]
-    assert evaluation.encoder("image").read_bytes() == b"image"
+    assert layout.eval_metrics == tmp_path / "out/metrics/eval.json"
+    assert Layout(tmp_path).prior == tmp_path / "models/prior.safetensors"
 
 
-def test_encoder_artifacts_that_do_not_add_up(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(DrclError, match=r"empty: no encoder in this artifact$"):
-        task_layout(tmp_path / "out", encoders=[empty])
-    a = encoder_artifact(tmp_path / "a", "image")
-    again = encoder_artifact(tmp_path / "b", "image")
-    with pytest.raises(DrclError, match="a second encoder for modality 'image'"):
-        gather_encoders([a, again], task_layout(tmp_path / "out"))
-
-
-def test_task_params_are_validated_and_recorded(tmp_path):
-    layout = task_layout(tmp_path / "out")
-    params = task_params(layout, seed=3, model={"hidden_dim": 64.0, "common_dim": 16.0})
+def test_a_view_is_validated_params():
+    params = params_of({"params": {"seed": 3.0, "model": {"hidden_dim": 64.0}}},
+                       tracking={"enabled": False})
     assert params.seed == 3 and params.model.hidden_dim == 64  # kfp's 64.0, as an int
-    saved = yaml.safe_load((tmp_path / "out/params.yaml").read_text())  # the record
-    assert saved["seed"] == 3 and saved["model"]["hidden_dim"] == 64
     with pytest.raises(DrclError) as err:
-        task_params(task_layout(tmp_path / "bad"), train={"lr": -1})
+        params_of({"params": {"train": {"lr": -1}}})
     assert str(err.value).startswith("pipeline arguments: train.lr: Input should be greater")
-    assert not (tmp_path / "bad").exists()
 
 
-def test_extracted_data_points_at_the_extract_artifact(tmp_path):
+def test_extracted_data_points_at_the_fetched_features(tmp_path):
     data = {"source": "extracted", "modalities": ["image"]}
     assert with_extracted(data, None) == data
-    assert with_extracted(data, tmp_path)["path"] == str(tmp_path / "data/extracted")
+    assert with_extracted(data, tmp_path)["path"] == str(tmp_path)
 
 
 def test_markdown_summary_is_a_query_by_database_matrix():
@@ -103,10 +175,10 @@ def test_a_failing_task_fails_the_local_run_with_one_line(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
                             env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
     assert result.returncode == 1
-    last = result.stderr.splitlines()[-1]  # after kfp's own log of the failed task
-    assert last.startswith("drcl: error: local pipeline run failed: Pipeline 'drcl' finished "
-                           "with status FAILURE. Inner task failed: 'prepare' inside ")
-    assert last.endswith("(its log is above)")
-    assert "missing.npz: npz file not found" in result.stdout  # the task's own one line
-    assert not list((tmp_path / "runs").rglob("dataset/data"))  # nothing half-written
-
+    assert result.stdout == ""  # kfp's log went to the run's log file
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("drcl: error: local pipeline run local-")
+    assert "missing.npz does not exist where this task runs" in line  # the task's own line
+    log = Path(line.rsplit("(log: ", 1)[1].rstrip(")"))
+    assert log.is_file() and "Inner task failed" in log.read_text()
+    assert not (tmp_path / "runs" / "store" / "tasks").exists()  # nothing recorded

@@ -19,7 +19,7 @@ from drcl.runtime import compute_dtype, resolve_device, resolved_precision
 from drcl.tracking import stage_run
 
 
-def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = None) -> dict:
+def evaluate_encoders(params: Params, layout: Layout) -> dict:
     """MAP@all and MAP@k of every ordered pair of modalities on the test split; writes the
     report, the precision-recall curves and their picture. With classes held out of training
     the report also has `unseen` (the zero-shot figure) and `seen`: the same tables on the
@@ -40,7 +40,7 @@ def evaluate_encoders(params: Params, layout: Layout, *, run_key: str | None = N
         raise DrclError(f"{layout.encoder(next(iter(priors)))}: encoders were trained against "
                         "different priors; retrain them against one prior")
     with stage_run(params, "evaluate", layout=layout, dataset_sha256=dataset_checksum(manifest),
-                   data_source=manifest.source, run_key=run_key) as run:
+                   data_source=manifest.source) as run:
         report, results = direction_report(embeddings, labels, k=k,
                                            multi_label=manifest.multi_label,
                                            query_chunk=params.evaluate.query_chunk, device=device)

@@ -19,9 +19,8 @@ from drcl.runtime import resolve_device, resolved_precision
 from drcl.tracking import stage_run
 
 
-def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> PriorResult:
-    """Learn the prior on the prepared data set in `layout`; write it, its scores and plots.
-    `run_key` names the pipeline run it tracks under (drcl.tracking.stage_run)."""
+def fit_prior(params: Params, layout: Layout) -> PriorResult:
+    """Learn the prior on the prepared data set in `layout`; write it, its scores and plots."""
     manifest = load_manifest(layout.data)
     params = for_data(params, modalities=list(manifest.modalities),
                       num_classes=manifest.num_classes)
@@ -33,7 +32,7 @@ def fit_prior(params: Params, layout: Layout, *, run_key: str | None = None) -> 
     device = resolve_device(params.device)
     modalities = [layout.modality(m, ("train", "val")) for m in manifest.modalities]
     with stage_run(params, "prior", layout=layout, dataset_sha256=dataset_checksum(manifest),
-                   data_source=manifest.source, run_key=run_key) as run:
+                   data_source=manifest.source) as run:
         result = select_prior(modalities, num_classes=manifest.num_classes, params=params,
                               device=device, semantics=_semantics(params, manifest, device))
         with atomic_path(layout.prior_plots) as tmp:

@@ -24,7 +24,7 @@ from drcl.train import Observer, TrainResult, target_kind, train_encoder
 
 
 def train_modality(params: Params, layout: Layout, *, modality: str,
-                   prior_path: Path | None = None, run_key: str | None = None) -> TrainResult:
+                   prior_path: Path | None = None) -> TrainResult:
     """Train `modality`'s encoder; write it, its metrics and its training curves.
 
     Reads only the prior and this modality's own file, so DVC retrains a modality alone when
@@ -39,7 +39,7 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
     prior, prior_meta = load_prior(prior_path or layout.prior)
     data_sha256 = file_sha256(layout.data / f"{modality}.npz")
     with stage_run(params, "train", layout=layout, modality=modality,
-                   dataset_sha256=data_sha256, run_key=run_key) as run:
+                   dataset_sha256=data_sha256) as run:
         device = resolve_device(params.device)
         precision = resolved_precision(params.precision, device)
         result = train_encoder(data, prior, params=params, device=device,
