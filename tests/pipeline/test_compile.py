@@ -17,7 +17,10 @@ from drcl.kfp.project import STAGE_GROUPS, compile_pipeline, pipeline_arguments
 from tests.pipeline.conftest import ROOT
 
 GOLDEN = Path(__file__).parent / "golden" / "drcl_pipeline.yaml"
-STEPS = ("resolve", "prepare", "prior", "train", "evaluate", "promote", "finish")
+STEPS = ("resolve", "probe", "prepare", "prior", "train", "evaluate", "promote", "summary",
+         "finish")
+GPU_TASKS = ("exec-probe", "exec-prior", "exec-train")
+"""prior and train train; probe asks a GPU node what `precision: auto` means there."""
 
 
 def normalized(text: str) -> str:
@@ -38,6 +41,20 @@ def group(spec: dict, tasks: dict, name: str) -> tuple[dict, dict]:
     return task, dag(spec, task["componentRef"]["name"])
 
 
+def all_tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the pipeline, by name, whatever group it sits in."""
+    found = {}
+    todo = [spec["root"]["dag"]["tasks"]]
+    while todo:
+        for name, task in todo.pop().items():
+            ref = task["componentRef"]["name"]
+            if "dag" in spec["components"][ref]:
+                todo.append(dag(spec, ref))
+            else:
+                found[name] = task
+    return found
+
+
 def test_every_step_is_a_component_in_the_one_image(compiled, project_params):
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
@@ -48,89 +65,103 @@ def test_every_step_is_a_component_in_the_one_image(compiled, project_params):
         assert "pip install" not in " ".join(container["command"])  # nothing installed at run time
 
 
-def tracked_tasks(spec: dict) -> tuple[dict, dict]:
-    """The exit handler's DAG, and the DAG of the `changed` branch within it."""
-    (handler,) = (t for t in spec["root"]["dag"]["tasks"].values()
-                  if t["componentRef"]["name"].startswith("comp-exit-handler"))
-    tracked = dag(spec, handler["componentRef"]["name"])
-    return tracked, group(spec, tracked, "changed")[1]
+def handler(spec: dict) -> dict:
+    """The exit handler's DAG."""
+    (found,) = (t for t in spec["root"]["dag"]["tasks"].values()
+                if t["componentRef"]["name"].startswith("comp-exit-handler"))
+    return dag(spec, found["componentRef"]["name"])
 
 
 def test_training_fans_out_per_modality_on_gpu_nodes(compiled, project_params):
     spec, platform = compiled
     cluster = project_params.kubeflow
-    _, work = tracked_tasks(spec)
-    loop, loop_tasks = group(spec, work, "modalities")
+    loop, loop_tasks = group(spec, handler(spec), "modalities")
+    # one item per modality from prepare: its view of the params and its own splits' hashes
     assert loop["parameterIterator"]["items"]["inputParameter"] == \
-        "pipelinechannel--resolve-modalities"
+        "pipelinechannel--prepare-fanout"
     assert loop["iteratorPolicy"]["parallelismLimit"] == cluster.parallelism
     assert list(loop_tasks) == ["train"]
     kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     executors = spec["deploymentSpec"]["executors"]
-    for name in ("exec-prior", "exec-train"):  # both train: SPL a candidate per modality
+    for name in GPU_TASKS:
         accelerator = executors[name]["container"]["resources"]["accelerator"]
         assert accelerator["resourceType"] == cluster.gpu.accelerator == "nvidia.com/gpu"
         assert accelerator["resourceCount"] == str(cluster.gpu.limit)
         assert kube[name]["nodeSelector"]["labels"] == cluster.node_selector
         assert kube[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
                                               "effect": "NoSchedule"}]
-    for name in ("exec-resolve", "exec-prepare", "exec-evaluate", "exec-promote"):
+    for name in set(executors) - set(GPU_TASKS):
         assert "nodeSelector" not in kube[name] and "tolerations" not in kube[name]
         assert "accelerator" not in executors[name]["container"]["resources"]
-    # the evaluation takes every modality's encoder
-    evaluate = work["evaluate"]["inputs"]["artifacts"]["encoders"]
-    assert evaluate["taskOutputArtifact"]["producerTask"].startswith("for-loop-")
+    evaluate = handler(spec)["evaluate"]["inputs"]["parameters"]["encoders"]
+    assert evaluate["taskOutputParameter"]["producerTask"].startswith("for-loop-")
 
 
-def test_every_task_has_requests_and_limits(compiled, project_params):
+def test_every_task_has_requests_and_limits_sized_from_params(compiled, project_params):
     spec, _ = compiled
     wanted = project_params.kubeflow.resources
+    kinds = {"exec-prior": wanted.gpu_task, "exec-train": wanted.gpu_task,
+             "exec-evaluate": wanted.evaluate, "exec-promote": wanted.promote}
     for name, executor in spec["deploymentSpec"]["executors"].items():
-        kind = wanted.gpu_task if name in ("exec-prior", "exec-train") else wanted.task
+        kind = kinds.get(name, wanted.task)
         got = executor["container"]["resources"]
         assert (got["resourceCpuRequest"], got["resourceCpuLimit"]) == (kind.cpu, kind.cpu_limit)
         assert (got["resourceMemoryRequest"], got["resourceMemoryLimit"]) == \
             (kind.memory, kind.memory_limit)
 
 
-def test_no_task_copies_data_it_does_not_need(compiled):
-    """A training task gets the data set's address and fetches its own modality's file; the
-    data set artifact goes only to the steps that read every modality."""
+def test_data_travels_by_reference(compiled):
+    """No task takes an artifact of data or models: each takes content hashes and fetches the
+    splits it reads; a training task gets its own modality's splits and the prior's hash."""
     spec, _ = compiled
-    _, work = tracked_tasks(spec)
-    _, loop_tasks = group(spec, work, "modalities")
-    train = loop_tasks["train"]["inputs"]
-    assert "dataset" not in train.get("artifacts", {})
-    assert set(train["artifacts"]) == {"class_prior"}
-    takes_dataset = {name for name, task in work.items()
-                     if "dataset" in task.get("inputs", {}).get("artifacts", {})}
-    assert takes_dataset == {"prior", "evaluate", "promote"}
+    tasks = all_tasks(spec)
+    takes_artifacts = {name: set(t["inputs"]["artifacts"]) for name, t in tasks.items()
+                       if t.get("inputs", {}).get("artifacts")}
+    assert takes_artifacts == {"summary": {"outcome"}}  # promotion's record, a few kB
+    train = tasks["train"]["inputs"]["parameters"]
+    assert set(train) == {"item", "class_prior", "store", "tracking"}
+    assert set(tasks["prior"]["inputs"]["parameters"]) == {"task", "dataset", "store",
+                                                           "tracking"}
 
 
-def test_only_the_uncached_tasks_see_the_run_id(compiled):
-    """The run id would defeat Kubeflow's cache: only resolve and finish take it."""
+def test_no_task_takes_a_run_wide_key(compiled, platform_executors):
+    """Tasks are keyed by their own view, code and inputs. The run's id reaches them from the
+    pod's label as an environment variable, which is not part of Kubeflow's cache key; only the
+    uncached tasks that account for the run take it as an input."""
     spec, _ = compiled
-    _, work = tracked_tasks(spec)
-    resolve = spec["root"]["dag"]["tasks"]["resolve"]  # before everything, even the handler
-    assert resolve["cachingOptions"] == {}
-    for name, task in work.items():
-        if name.startswith("for-loop"):
-            continue
-        params = task["inputs"].get("parameters", {})
-        assert all("pipeline_job_uuid" not in str(v) for v in params.values()), name
-    assert "pipeline_job_uuid" in str(resolve["inputs"]["parameters"]["kfp_run"])
+    for name, task in all_tasks(spec).items():
+        params = task.get("inputs", {}).get("parameters", {})
+        assert "run_key" not in params, name
+        takes_run_id = any("pipeline_job_uuid" in str(v) for v in params.values())
+        assert takes_run_id == (name in ("summary", "finish")), name
+    for name, executor in platform_executors.items():
+        assert {"name": "KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in \
+            executor["fieldPathAsEnv"], name
+
+
+@pytest.fixture
+def platform_executors(compiled) -> dict:
+    return compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_what_kubeflow_may_serve_from_its_cache(compiled):
+    """The keyed tasks are cached; what reads a moving branch or changes the registry is not."""
+    spec, _ = compiled
+    tasks = all_tasks(spec)
+    cached = {name for name, t in tasks.items()
+              if t.get("cachingOptions", {}).get("enableCache")}
+    assert cached == {"prepare", "prior", "train", "evaluate"}
+    finish = spec["root"]["dag"]["tasks"]["finish"]
+    assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
 
 
 def test_promotion_always_runs_and_applies_the_one_gate(compiled):
     """No gate in the pipeline: drcl promote decides, and registers a failing set as a
     challenger, exactly as the command does."""
     spec, _ = compiled
-    _, work = tracked_tasks(spec)
+    work = handler(spec)
     assert "promote" in work and "triggerPolicy" not in work["promote"]
-    assert work["promote"]["cachingOptions"] == {}  # never served from the cache
     assert not any(name.startswith("condition") for name in work)
-    finish = spec["root"]["dag"]["tasks"]["finish"]
-    assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
 
 
 def test_credentials_come_from_secrets_and_never_appear(tmp_path, monkeypatch, project_params):
@@ -212,7 +243,8 @@ def test_bad_cluster_params_are_one_line_and_write_nothing(tmp_path, monkeypatch
 def test_the_pipeline_compiles_wherever_drcl_is_installed(tmp_path, monkeypatch):
     """components/ and pipelines/ install as drcl.components and drcl.pipelines: no path
     tricks, and the image runs the very same code."""
-    (tmp_path / "params.yaml").write_text("seed: 1\ndata: {modalities: [fou, kar]}\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\ndata: {modalities: [fou, kar]}\n"
+                                         "kubeflow: {store: s3://bucket/drcl-store}\n")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["pipeline", "compile"])
     assert result.exit_code == 0, result.output
@@ -228,14 +260,42 @@ def test_extraction_comes_first_only_for_extracted_data(tmp_path, project_params
     params = project_params.model_copy(update={"data": data, "extract": extract})
     out = tmp_path / "extracted.yaml"
     compile_pipeline(params, out)
-    spec, _ = yaml.safe_load_all(out.read_text())
-    _, work = tracked_tasks(spec)
-    assert work["extract"]["inputs"]["parameters"]["extract"]["componentInputParameter"] \
-        == "pipelinechannel--extract"
-    features = work["prepare"]["inputs"]["artifacts"]["extracted"]["taskOutputArtifact"]
-    assert features == {"outputArtifactKey": "features", "producerTask": "extract"}
+    spec, platform = yaml.safe_load_all(out.read_text())
+    tasks = all_tasks(spec)
+    assert tasks["extract"]["inputs"]["parameters"]["task"]["taskOutputParameter"] == {
+        "outputParameterKey": "extract", "producerTask": "probe"}
+    assert tasks["extract"]["cachingOptions"] == {}  # raw files Kubeflow cannot see
+    features = tasks["prepare"]["inputs"]["parameters"]["extracted"]["taskOutputParameter"]
+    assert features == {"outputParameterKey": "features", "producerTask": "extract"}
+    # extraction embeds images and texts: on a GPU node
+    container = spec["deploymentSpec"]["executors"]["exec-extract"]["container"]
+    assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-extract"][
+        "nodeSelector"]["labels"] == project_params.kubeflow.node_selector
     assert spec["root"]["inputDefinitions"]["parameters"]["extract"]["defaultValue"][
         "manifest"] == "/data/items.csv"
+
+
+def test_data_in_the_image_is_read_on_every_run(tmp_path, project_params):
+    """A file at an absolute path in the image or a volume: Kubeflow cannot see it change, so
+    prepare starts every run and keys itself by the file's content."""
+    params = parse_params({**project_params.model_dump(mode="json"), "data": {
+        "source": "npz", "path": "/data/scene.npz", "modalities": ["view0", "view1"]}})
+    compile_pipeline(params, tmp_path / "p.yaml")
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    assert all_tasks(spec)["prepare"]["cachingOptions"] == {}
+
+
+def test_a_store_is_required(tmp_path, project_params):
+    cluster = project_params.kubeflow.model_copy(update={"store": None, "pipeline_root": None})
+    with pytest.raises(DrclError, match="^kubeflow.store: tasks hand each other their outputs"):
+        compile_pipeline(project_params.model_copy(update={"kubeflow": cluster}),
+                         tmp_path / "p.yaml")
+    cluster = cluster.model_copy(update={"pipeline_root": "s3://b/kfp"})
+    compile_pipeline(project_params.model_copy(update={"kubeflow": cluster}), tmp_path / "p.yaml")
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    assert all_tasks(spec)["prior"]["inputs"]["parameters"]["store"]["runtimeValue"][
+        "constant"] == "s3://b/kfp/drcl-store"
 
 
 @pytest.mark.parametrize(("data", "extract", "message"), [
