@@ -75,7 +75,8 @@ def tag_lineage(params: Params, kfp_run_id: str, lines: Mapping[str, str]) -> No
 
     client = connect()
     with mlflow_errors(client, "tagging the pipeline run with its tasks"):
-        client.log_batch(parent, tags=[RunTag(metric_key(f"drcl.task.{task}"), line[:500])
+        client.log_batch(parent, tags=[RunTag(metric_key(f"drcl.task.{task.replace('@', '.')}"),
+                                              line[:500])
                                        for task, line in lines.items()])
 
 
