@@ -4,15 +4,19 @@ default data set (three of its six modalities, small widths, few epochs)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.integration.project import copy_pipeline, run, write_params
 
 pytestmark = pytest.mark.slow
 
 SLICE = ["fou", "kar", "mor"]
+BF16_MACHINE = Path(__file__).parent / "bf16_machine"
+"""On PYTHONPATH: processes see a CPU with native bf16, where `precision: auto` means bf16."""
 
 
 @pytest.fixture
@@ -20,7 +24,8 @@ def repo(tmp_path, uci_cache):
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         assert run(cmd, tmp_path).returncode == 0
     copy_pipeline(tmp_path)
-    write_params(tmp_path, data={"source": "uci_mfeat", "modalities": SLICE})
+    write_params(tmp_path, data={"source": "uci_mfeat", "modalities": SLICE},
+                 precision="auto")
     return tmp_path
 
 
@@ -37,11 +42,21 @@ def test_repro_runs_every_stage_is_a_no_op_then_retrains_one_changed_modality_al
 
     second = run(["dvc", "repro"], repo, env)
     assert second.returncode == 0
-    # the data steps read files DVC does not see, so they always run; their outputs come out
-    # byte-identical, so nothing after them does
-    ran = {line.split("'")[1] for line in second.stdout.splitlines()
-           if line.startswith("Running stage")}
-    assert ran == {"extract", "prepare"}, second.stdout
+    # the first steps read what DVC does not see (the machine, files), so they always run;
+    # their outputs come out byte-identical, so nothing after them does
+    assert ran(second) == {"resolve", "extract", "prepare"}, second.stdout
+    here = yaml.safe_load((repo / "resolved.yaml").read_text())["precision"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert lock["train@kar"]["params"]["resolved.yaml"] == {"precision": here}  # not `auto`
+
+    # the same workspace on a machine where `auto` means other arithmetic: what computes reruns
+    if here != "bf16":
+        other = run(["dvc", "repro"], repo, env | {"PYTHONPATH": str(BF16_MACHINE)})
+        assert other.returncode == 0, other.stdout + other.stderr
+        assert ran(other) >= {"prior", "evaluate", *(f"train@{m}" for m in SLICE)}
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+        assert lock["train@kar"]["params"]["resolved.yaml"] == {"precision": "bf16"}
+        assert json.loads((repo / "metrics/train/kar.json").read_text())["precision"] == "bf16"
 
     metrics = run(["dvc", "metrics", "show", "--json"], repo, env)
     assert metrics.returncode == 0 and "map_all" in metrics.stdout
@@ -63,6 +78,11 @@ def test_repro_runs_every_stage_is_a_no_op_then_retrains_one_changed_modality_al
     assert third.returncode == 0, third.stderr
     assert "Running stage 'train@kar'" in third.stdout
     assert "Running stage 'train@fou'" not in third.stdout
+
+
+def ran(result) -> set[str]:
+    return {line.split("'")[1] for line in result.stdout.splitlines()
+            if line.startswith("Running stage")}
 
 
 def test_an_edited_feature_file_is_noticed(tmp_path):
