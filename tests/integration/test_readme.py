@@ -449,11 +449,13 @@ def scenario_kubeflow(project, s3_server, tmp_path):
     assert (p.root / "build" / "drcl-pipeline.yaml").is_file()
     second = out[1].splitlines()
     assert f"at {commits[1][:12]}" in next(line for line in second if line.startswith("data: "))
-    assert second[-1].startswith("nothing changed since MLflow run ")
+    assert "train@view0  ran" in second and "train@view1  ran" in second  # new features
+    assert second[-2].startswith("nothing changed: every task reused from earlier runs")
     client = MlflowClient(tracking_uri=p.env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("drcl").experiment_id],
                               filter_string="tags.`drcl.kind` = 'pipeline'")
-    assert sorted(r.data.tags["drcl.data_commit"] for r in runs) == sorted(commits)
+    assert sorted(r.data.tags["drcl.data_commit"] for r in runs) == sorted(
+        [commits[0], commits[1], commits[1]])  # one parent run per Kubeflow run
     assert {r.info.status for r in runs} == {"FINISHED"}
     latest = client.get_model_version("drcl-set", max(
         int(v.version) for v in client.search_model_versions("name = 'drcl-set'")))
