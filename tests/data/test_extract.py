@@ -330,3 +330,22 @@ def test_wikipedia_release_as_a_manifest():
     assert vector.shape == (128,)
     # one id per pair: the image is named by the article section it illustrates
     assert [i.id for i in manifest.items if i.modality == "image"] == [i.id for i in texts]
+
+
+def test_the_items_digest_keys_extraction_by_what_it_reads(tmp_path):
+    """A Kubeflow extract task is keyed by this digest: the manifest's rows and the bytes of
+    every file they name, which lie outside any store."""
+    from drcl.extract.step import items_digest
+
+    manifest = write_csv(tmp_path / "m.csv", "id,modality,labels,path",
+                         write_vectors(tmp_path / "vecs", 6))
+    settings = ExtractParams(manifest=manifest)
+    first = items_digest(settings)
+    assert items_digest(settings) == first
+    assert items_digest(ExtractParams()) != first  # no manifest: nothing to read
+    np.save(tmp_path / "vecs" / "v3.npy", np.zeros(4))  # one file's content changes
+    changed = items_digest(settings)
+    assert changed != first
+    text = manifest.read_text().replace("v1,vec,dog", "v1,vec,fish")  # one row's label
+    manifest.write_text(text)
+    assert items_digest(settings) not in (first, changed)

@@ -180,6 +180,8 @@ def local_params(params: Params, *, root: Path, store: Path) -> Params:
     env = {}
     if "MLFLOW_TRACKING_URI" not in os.environ:
         env["MLFLOW_TRACKING_URI"] = tracking_uri(root)
-    cluster = params.kubeflow.model_copy(update={"env": env, "secrets": [],
+    # one training task at a time: each uses every core (torch's threads), and several at
+    # once on one machine only contend (6 at once took 2.4x as long as one after another)
+    cluster = params.kubeflow.model_copy(update={"env": env, "secrets": [], "parallelism": 1,
                                                  "store": str(store)})
     return params.model_copy(update={"kubeflow": cluster})
