@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from drcl.config import DataParams, Params
-from drcl.data.dataset import SPLITS, file_sha256, load_manifest, load_modality
+from drcl.data.dataset import SPLITS, file_sha256, load_manifest, load_modality, source_file
 from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
 
@@ -214,6 +214,8 @@ def test_bad_input_is_refused_and_nothing_written(edit, fragments, old_dataset, 
     if old_dataset:
         prepare_dataset(Params(data=npz_params(write_npz(npz_arrays, "old")), seed=0), out_dir=out)
     before = folder_snapshot(out) if old_dataset else None
+    source = source_file(out)
+    source_before = source.read_bytes() if old_dataset else None
     edit(npz_arrays)
     path = write_npz(npz_arrays)
 
@@ -226,10 +228,11 @@ def test_bad_input_is_refused_and_nothing_written(edit, fragments, old_dataset, 
         assert fragment in message
     if old_dataset:
         assert folder_snapshot(out) == before
+        assert source.read_bytes() == source_before  # the provenance still names the old data
     else:
-        assert not out.exists()
+        assert not out.exists() and not source.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["old.npz", "toy.npz", "ds"] if old_dataset else ["toy.npz"])  # no temp folder left
+        ["old.npz", "toy.npz", "ds", source.name] if old_dataset else ["toy.npz"])  # no temp
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:

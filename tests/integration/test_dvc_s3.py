@@ -120,4 +120,4 @@ def test_a_fresh_clone_pulls_a_run_it_need_not_repeat(tmp_path, s3_server):
     assert again.returncode == 0, again.stderr
     ran = {line.split("'")[1] for line in again.stdout.splitlines()
            if line.startswith("Running stage")}
-    assert ran == {"extract", "prepare"}, again.stdout
+    assert ran == {"resolve", "extract", "prepare"}, again.stdout
