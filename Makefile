@@ -28,8 +28,9 @@ lock: setup
 repro: setup
 	$(BIN)/dvc repro
 
+# Two workers or more (pytest-xdist): the end-to-end runs are mostly single-threaded start-ups.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=load
 
 lint: setup
 	$(BIN)/ruff check src tests components pipelines

@@ -56,3 +56,9 @@ def s3_server(tmp_path_factory):
 
     with seaweedfs_s3(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end runs first: with several workers (`make test` runs pytest-xdist) they
+    start together instead of one of them finishing the suite alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

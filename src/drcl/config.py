@@ -284,6 +284,9 @@ class RegistryParams(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "drcl"
     lock_wait_s: Annotated[float, Field(ge=0)] = 120.0
+    # how long a commit lock lives without renewal; a holder paused longer loses it and commits
+    # nothing (registry fencing), so it must exceed the longest stall you expect to survive
+    lock_lease_s: Annotated[float, Field(ge=1)] = 300.0
 
 
 class PromotionParams(_Strict):

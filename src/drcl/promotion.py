@@ -37,7 +37,7 @@ from drcl.layout import Layout
 from drcl.metrics import direction_report
 from drcl.model import Encoder, embed, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
-from drcl.registry import EncoderSet, Member, Registry
+from drcl.registry import EncoderSet, Member, Registry, bounded_reason
 from drcl.runtime import compute_dtype, resolve_device
 from drcl.stages.train import train_modality
 from drcl.tracking import git_commit, metric_key, stage_run
@@ -222,7 +222,7 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
                         | {f"candidate.test_map_all.{d}": v
                            for d, v in outcome.test_map_all.items()})
         run.set_tags({"drcl.verdict": outcome.verdict, "drcl.set_version": outcome.set_version,
-                      "drcl.reason": "; ".join(outcome.decision.reasons)})
+                      "drcl.reason": bounded_reason("; ".join(outcome.decision.reasons))})
     if report is not None:
         write_json(report, outcome.summary())
     return outcome
@@ -300,9 +300,9 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
             now = registry.champion()
             if (now and now.version) != (champion and champion.version):
                 continue  # another promotion committed meanwhile: measure against it
+            registry.repair()  # settles what a killed commit left behind
             if champion is not None and champion.same_members(members):
                 outcome.set_version = champion.version
-                registry.sync_aliases()  # repairs what a killed commit left behind
                 return outcome
             created = registry.create_set(
                 run_id, prior=prior_file, prior_sha256=prior_sha, members=members,
@@ -317,7 +317,7 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
             outcome.set_version = created.version
             if decision.promoted:
                 outcome.replaced = registry.commit(
-                    created.version, action="promote",
+                    created.version, action="promote", expected=now and now.version,
                     reason="; ".join(decision.reasons) or "cleared every threshold")
                 outcome.verdict = "champion"
             else:
@@ -372,7 +372,8 @@ def _record(decision: Decision, champion: EncoderSet | None, table: dict, champi
 def _set_tags(decision: Decision, champion: EncoderSet | None, manifest: Manifest,
               layout: Layout, split: str, test_table: dict) -> dict[str, str]:
     return {"drcl.decision": "promote" if decision.promoted else "challenger",
-            "drcl.reason": "; ".join(decision.reasons) or "cleared every threshold",
+            "drcl.reason": bounded_reason("; ".join(decision.reasons)
+                                          or "cleared every threshold"),
             "drcl.gate_split": split,
             "drcl.mean_map_all": f"{decision.mean_map:.6f}",
             "drcl.test_mean_map_all": f"{test_table['map_all']['mean']:.6f}",
@@ -386,8 +387,10 @@ def rollback(params: Params, root: Path = Path("."), *, to: str | None = None,
              reason: str = "") -> tuple[str, str]:
     """Make set `to` the champion again (default: the champion before this one); returns
     (from, to) versions. The history keeps both, so a second rollback undoes the first."""
+    reason = bounded_reason(reason, option="--reason")
     registry = Registry.open(params, root)
     with registry.locked(params.registry.lock_wait_s):
+        registry.repair()
         champion = registry.champion()
         if champion is None:
             raise DrclError(f"registry: {registry.set_model} has no champion to roll back")
@@ -400,7 +403,8 @@ def rollback(params: Params, root: Path = Path("."), *, to: str | None = None,
         if str(to) == champion.version:
             raise DrclError(f"--to: {registry.set_model} v{to} is the champion already")
         target = registry.read_set(str(to))
-        registry.commit(target.version, action="rollback", reason=reason)
+        registry.commit(target.version, action="rollback", expected=champion.version,
+                        reason=reason)
     return champion.version, target.version
 
 

@@ -14,12 +14,21 @@ With `registry.name` = NAME:
   (`_check_one_prior`).
 - The alias `champion` of `NAME-set` is the single commit point: moving it is one write, so the
   champions are always one consistent set; it alone is authoritative. The rest is derived from
-  it and rewritten by every promote and rollback (whatever their outcome): `previous` (the
-  champion before this one) and each encoder model's `champion` alias (for users who load one
-  encoder alone). A set version is made once per distinct set of members and reused.
-- Commits are serialised by a ticket lock in the store (drcl.registry_lock, model `NAME-lock`).
-- MLflow keeps no alias history, so each commit appends an `event.<ms>.<id>` tag to `NAME-set`:
-  the action, the new champion, the one it replaced, who, when and why (`drcl history`).
+  it: `previous` (the champion before this one) and each encoder model's `champion` alias (for
+  users who load one encoder alone). A set version is made once per distinct set of members and
+  reused.
+- Commits are serialised by a ticket lock in the store (drcl.registry_lock, model `NAME-lock`),
+  and fenced: the alias moves only if the lock is still ours and the champion is still the one
+  the decision was made against.
+- MLflow keeps no alias history, so each commit keeps an `event.<ms>.<id>` tag on `NAME-set`:
+  the action, the new champion, the one it replaced, who, when and why (`drcl history`). A
+  commit is crash-consistent: (1) the event is written as `pending`; (2) encoder `champion`
+  aliases the new set would contradict are removed (an encoder alias may be missing for a
+  moment, never wrong); (3) the set's alias moves (the commit); (4) the event is confirmed;
+  (5) the derived aliases follow. A process killed anywhere in between leaves either the old
+  champion with a pending event that matches no alias (ignored) or the new champion with a
+  pending event that matches it (counted): the history, `previous` and rollback agree with the
+  alias either way, and the next locked operation settles the pending event (`repair`).
 """
 
 from __future__ import annotations
@@ -59,6 +68,21 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
+PENDING, COMMITTED, ABANDONED = "pending", "committed", "abandoned"
+MAX_REASON = 500
+"""Characters of free text (a rollback's --reason, a decision's reasons) kept in an event tag:
+the event must fit MLflow's tag column (5,000 characters on PostgreSQL) whatever it says."""
+
+
+def bounded_reason(text: str, *, option: str | None = None) -> str:
+    """`text` if it fits an event; a user's text that does not is refused (`option` names the
+    flag), a generated one is cut with an ellipsis."""
+    if len(text) <= MAX_REASON:
+        return text
+    if option is not None:
+        raise DrclError(f"{option}: {len(text)} characters; at most {MAX_REASON} (it is kept "
+                        "in the registry's history)")
+    return text[:MAX_REASON - 1] + "\u2026"
 
 
 @dataclass(frozen=True)
@@ -128,17 +152,18 @@ def _check_one_prior(prior_sha256: str, member_priors: Mapping[str, str]) -> Non
 class Registry:
     """The registry of one project (`registry.name`), on one MLflow client."""
 
-    def __init__(self, client: MlflowClient, name: str) -> None:
+    def __init__(self, client: MlflowClient, name: str, *, lease_s: float | None = None) -> None:
         self.client = client
         self.name = name
         self.set_model = f"{name}-set"
-        self.lock = TicketLock(client, f"{name}-lock")
+        self.lock = TicketLock(client, f"{name}-lock", **({} if lease_s is None
+                                                          else {"lease_s": lease_s}))
         self.holder = identity()
 
     @classmethod
     def open(cls, params: Params, root: Path = Path(".")) -> Registry:
         """Connect (a clear one-line error when the server cannot be reached)."""
-        return cls(connect(root), params.registry.name)
+        return cls(connect(root), params.registry.name, lease_s=params.registry.lock_lease_s)
 
     def encoder_model(self, modality: str) -> str:
         return f"{self.name}-encoder-{modality}"
@@ -315,50 +340,91 @@ class Registry:
         with mlflow_errors(self.client, f"marking {self.set_model} v{version} challenger"):
             self.client.set_registered_model_alias(self.set_model, CHALLENGER, version)
 
-    def commit(self, version: str, *, action: str, reason: str = "") -> str | None:
-        """Make `version` the champion; returns the version it replaced. Call under `locked()`.
+    def commit(self, version: str, *, action: str, expected: str | None,
+               reason: str = "") -> str | None:
+        """Make `version` the champion in place of `expected` (the champion the caller's
+        decision was made against); returns the version it replaced. Call under `locked()`.
 
-        The alias move is the commit point; the event log and the derived aliases follow, and
-        any later promote or rollback rewrites the derived aliases.
+        The steps are the module's: pending event, contradicting encoder aliases removed, the
+        alias moved (fenced: the lock still ours, the champion still `expected`), the event
+        confirmed, the derived aliases rewritten.
         """
+        target = self.read_set(version)
+        self.repair()
         with mlflow_errors(self.client, f"committing {self.set_model} v{version}"):
             before = self._aliases(self.set_model).get(CHAMPION)
-            self.client.set_registered_model_alias(self.set_model, CHAMPION, version)
+            if before != expected:
+                raise DrclError(f"registry: the champion moved to v{before} while this "
+                                f"{action} was deciding against v{expected}; nothing was "
+                                "committed: run it again")
             now = int(time.time() * 1000)
-            self.client.set_registered_model_tag(
-                self.set_model, f"event.{now}.{uuid.uuid4().hex[:6]}", json.dumps(
-                    {"action": action, "champion": version, "replaces": before,
-                     "by": self.holder, "at": now, "reason": reason}))
+            key = f"event.{now}.{uuid.uuid4().hex[:6]}"
+            event = {"action": action, "champion": version, "replaces": before,
+                     "by": self.holder, "at": now, "reason": bounded_reason(reason)}
+            self.client.set_registered_model_tag(self.set_model, key,
+                                                 json.dumps({**event, "state": PENDING}))
+            self._drop_encoder_champions(keep=target.members)
+            self.lock.fence()
+            if self._aliases(self.set_model).get(CHAMPION) != expected:
+                raise DrclError(f"registry: the champion moved while this {action} held the "
+                                "lock; nothing was committed: run it again")
+            self.client.set_registered_model_alias(self.set_model, CHAMPION, version)
+            self.client.set_registered_model_tag(self.set_model, key,
+                                                 json.dumps({**event, "state": COMMITTED}))
         self.sync_aliases()
         return before
 
+    def repair(self) -> None:
+        """Settle what a killed commit left (call under `locked()`): a trailing pending event
+        that matches the champion is confirmed, any other pending one abandoned; then the
+        derived aliases are rewritten."""
+        raw = self._raw_events()
+        champion = self._aliases(self.set_model).get(CHAMPION)
+        counted = {id(e) for _, e in self._effective(raw, champion)}
+        with mlflow_errors(self.client, f"repairing {self.set_model}'s history"):
+            for key, event in raw:
+                if event.get("state") == PENDING:
+                    state = COMMITTED if id(event) in counted else ABANDONED
+                    self.client.set_registered_model_tag(
+                        self.set_model, key, json.dumps({**event, "state": state}))
+        self.sync_aliases()
+
+    def _drop_encoder_champions(self, keep: Mapping[str, Member]) -> None:
+        """Remove each encoder `champion` alias that names an encoder outside `keep`."""
+        prefix = self.encoder_model("")
+        for model in self.client.search_registered_models(
+                filter_string=f"name LIKE '{prefix}%'"):
+            member = keep.get(model.name.removeprefix(prefix))
+            current = model.aliases.get(CHAMPION)
+            if current is not None and not (member is not None and member.model == model.name
+                                            and str(current) == member.version):
+                self.client.delete_registered_model_alias(model.name, CHAMPION)
+
     def sync_aliases(self) -> None:
-        """Derive `previous` and the encoders' `champion` aliases from the champion set."""
+        """Derive `previous` and the encoders' `champion` aliases from the champion set; a
+        `challenger` that has become champion is one no longer."""
         champion = self.champion()
         if champion is None:
             return
         events = self.events()
         previous = events[-1].get("replaces") if events else None
         with mlflow_errors(self.client, "updating the derived aliases"):
+            aliases = self._aliases(self.set_model)
             if previous is not None:
-                self.client.set_registered_model_alias(self.set_model, PREVIOUS, previous)
-            elif PREVIOUS in self._aliases(self.set_model):
+                if aliases.get(PREVIOUS) != str(previous):
+                    self.client.set_registered_model_alias(self.set_model, PREVIOUS, previous)
+            elif PREVIOUS in aliases:
                 self.client.delete_registered_model_alias(self.set_model, PREVIOUS)
-            prefix = self.encoder_model("")
-            for model in self.client.search_registered_models(
-                    filter_string=f"name LIKE '{prefix}%'"):
-                if not model.name.startswith(prefix):
-                    continue
-                member = champion.members.get(model.name.removeprefix(prefix))
-                if member is not None and member.model == model.name:
-                    if model.aliases.get(CHAMPION) != member.version:
-                        self.client.set_registered_model_alias(model.name, CHAMPION,
-                                                               member.version)
-                elif CHAMPION in model.aliases:
-                    self.client.delete_registered_model_alias(model.name, CHAMPION)
+            if aliases.get(CHALLENGER) == champion.version:
+                self.client.delete_registered_model_alias(self.set_model, CHALLENGER)
+            self._drop_encoder_champions(keep=champion.members)
+            for member in champion.members.values():
+                if self._aliases(member.model).get(CHAMPION) != member.version:
+                    self.client.set_registered_model_alias(member.model, CHAMPION,
+                                                           member.version)
 
-    def events(self) -> list[dict]:
-        """The commit history, oldest first."""
+    def _raw_events(self) -> list[tuple[str, dict]]:
+        """Every event tag, oldest first, whatever its state."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -369,7 +435,25 @@ class Registry:
             raise DrclError(f"registry: reading {self.set_model} failed ({exc})") from None
         found = [(int(k.split(".")[1]), k, json.loads(v)) for k, v in tags.items()
                  if k.startswith("event.")]
-        return [event for *_, event in sorted(found, key=lambda e: (e[0], e[1]))]
+        return [(key, event) for _, key, event in sorted(found, key=lambda e: (e[0], e[1]))]
+
+    @staticmethod
+    def _effective(raw: list[tuple[str, dict]], champion: str | None) -> list[tuple[str, dict]]:
+        """The events that happened: the committed ones (older events carry no state), and a
+        pending one after the last of them whose champion is the alias's (its commit moved the
+        alias; the process died before confirming it)."""
+        committed = [i for i, (_, e) in enumerate(raw) if e.get("state", COMMITTED) == COMMITTED]
+        out = [raw[i] for i in committed]
+        after = raw[committed[-1] + 1:] if committed else raw
+        moved = [(k, e) for k, e in after if e.get("state") == PENDING
+                 and e.get("champion") == champion]
+        return out + moved[-1:]
+
+    def events(self) -> list[dict]:
+        """The commit history, oldest first: what agrees with the champion alias."""
+        with mlflow_errors(self.client, f"reading {self.set_model}"):
+            champion = self._aliases(self.set_model).get(CHAMPION)
+        return [event for _, event in self._effective(self._raw_events(), champion)]
 
     def locked(self, wait_s: float) -> AbstractContextManager[None]:
         """Hold the registry's commit lock; wait up to `wait_s` for another holder."""

@@ -8,6 +8,13 @@ contender can remove a lock someone else has just taken; a ticket is dead when i
 or broken by hand, when its lease ran out, or at once when it names a process of this host that
 has ended. The holder renews its lease while it works, and stops with an error if its ticket was
 broken meanwhile.
+
+Fencing: a holder may be paused past its lease (a stopped process, a laptop asleep, a partition
+to the store) while another contender takes the lock and commits. So a lease that ran out is
+never renewed (the ticket is lost for good), and immediately before its commit point the holder
+calls `fence()`, which re-reads the store and refuses unless its ticket is still the first live
+one with at least a third of the lease left, by the store's record and by this process's own
+clock since its last renewal.
 """
 
 from __future__ import annotations
@@ -51,11 +58,14 @@ class TicketLock:
         self.model = model
         self.lease_s = lease_s
         self.me = identity()
+        self._held: int | None = None  # the ticket while `held()` runs its block
+        self._renewed_at = 0.0  # monotonic time of the last successful (re)write of its lease
 
     @contextmanager
     def held(self, wait_s: float) -> Iterator[None]:
         """Take a ticket, wait until it is first (up to `wait_s`), hold while the block runs."""
         ticket = self._take()
+        self._renewed_at = time.monotonic()
         try:
             deadline = renewed = time.monotonic()
             deadline += wait_s
@@ -73,10 +83,34 @@ class TicketLock:
                     self._renew(ticket)
                     renewed = time.monotonic()
                 time.sleep(0.2 + random.random() * 0.3)
+            self._held = ticket
             with self._renewing(ticket):
                 yield
         finally:
+            self._held = None
             self._set(ticket, {STATE: "released"}, quiet=True)
+
+    def fence(self) -> None:
+        """Refuse (DrclError) unless the block that holds the lock may still commit."""
+        ticket = self._held
+        if ticket is None:
+            raise DrclError(f"registry: committing without holding {self.model}")
+        margin = self.lease_s / 3
+        if time.monotonic() - self._renewed_at > self.lease_s - margin:
+            why = "this process was paused past its lease"
+        else:
+            tickets = {t.version: t for t in self.tickets()}
+            mine, first = tickets.get(ticket), self.holder()
+            if mine is None or mine.state != "active":
+                why = "it is gone" if mine is None else mine.state
+            elif first is None or first.version != ticket:
+                why = f"now held by {first.holder if first else 'nobody'}"
+            elif mine.expires - time.time() < margin:
+                why = "its lease ran out"
+            else:
+                return
+        raise DrclError(f"registry: lost the {self.model} ticket {ticket} before committing "
+                        f"({why}); nothing was committed: run it again")
 
     def tickets(self) -> list[Ticket]:
         """Every ticket in the store, lowest first."""
@@ -134,8 +168,9 @@ class TicketLock:
     def _renew(self, ticket: int) -> None:
         tags = {t.version: t for t in self.tickets()}
         mine = tags.get(ticket)
-        if mine is None or mine.state != "active":
-            why = "it is gone" if mine is None else mine.state
+        if mine is None or mine.state != "active" or mine.expires <= time.time():
+            why = ("it is gone" if mine is None else mine.state if mine.state != "active"
+                   else "its lease ran out: another process may hold it since")
             raise DrclError(f"registry: lost the {self.model} ticket {ticket} ({why}); nothing "
                             "was committed after that")
         try:
@@ -143,6 +178,7 @@ class TicketLock:
         except Exception as exc:  # noqa: BLE001 - the store's own error types vary
             raise DrclError(f"registry: renewing the {self.model} ticket failed ({exc})") \
                 from None
+        self._renewed_at = time.monotonic()
 
     @contextmanager
     def _renewing(self, ticket: int) -> Iterator[None]:

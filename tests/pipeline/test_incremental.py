@@ -160,7 +160,7 @@ def test_runs_retrain_only_what_changed(setting):
     members = yaml.safe_load(v2.tags["drcl.members"])
     view0 = client.get_model_version("drcl-encoder-view0", members["view0"]["version"])
     view1 = client.get_model_version("drcl-encoder-view1", members["view1"]["version"])
-    assert (str(view0.version), str(view1.version)) == ("1", "2")  # view0's encoder: the same weights
+    assert (str(view0.version), str(view1.version)) == ("1", "2")  # view0: same weights
     assert view0.tags["drcl.data_commit"] == first  # trained on the first revision's bytes
     assert view1.tags["drcl.data_commit"] == changed
     assert view1.tags["drcl.data_dvc_md5"] == v2.tags["drcl.data_dvc_md5"]
