@@ -30,7 +30,7 @@ repro: setup
 
 # Two workers or more (pytest-xdist): the end-to-end runs are mostly single-threaded start-ups.
 test: setup
-	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=load
+	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=worksteal
 
 lint: setup
 	$(BIN)/ruff check src tests components pipelines

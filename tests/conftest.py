@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # several workers share the cores: one thread each (and in every process they start), or
+    # torch's spinning thread pools slow each other down; the models here are tiny
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 import numpy as np
 import pytest
 

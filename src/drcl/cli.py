@@ -195,6 +195,9 @@ def rollback(
         "--to", help="The set version to make champion (`drcl history` lists them). Default: "
         "the champion before this one, so a second rollback undoes the first.")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why, for the history.")] = "",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Allow --to a set that never was champion (never cleared the gate); "
+        "needs --reason.")] = False,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Make an earlier set the champion again."""
@@ -202,7 +205,7 @@ def rollback(
     from drcl.promotion import rollback as roll_back
 
     def step() -> None:
-        was, now = roll_back(load_params(params), to=to, reason=reason)
+        was, now = roll_back(load_params(params), to=to, reason=reason, force=force)
         typer.echo(f"champion: set v{now} (was v{was})")
 
     run_step(step)

@@ -499,10 +499,19 @@ def load_params(path: str | Path = "params.yaml", **context: object) -> Params:
     if not path.is_file():
         raise DrclError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DrclError(f"{path}: not UTF-8 text (byte {exc.start}); params files are UTF-8 "
+                        "YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DrclError(f"{where}: not valid YAML ({problem})") from None
+    if raw is None:  # `dvc repro` refuses an empty params file too
+        raise DrclError(f"{path}: empty params file; expected a mapping of params groups "
+                        "(the project's params.yaml shows every one)")
+    if not isinstance(raw, dict):
+        raise DrclError(f"{path}: expected a mapping of params groups, got a "
+                        f"{type(raw).__name__}")
     return parse_params(raw, source=str(path), **context)  # type: ignore[arg-type]

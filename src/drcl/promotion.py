@@ -384,9 +384,10 @@ def _set_tags(decision: Decision, champion: EncoderSet | None, manifest: Manifes
 
 
 def rollback(params: Params, root: Path = Path("."), *, to: str | None = None,
-             reason: str = "") -> tuple[str, str]:
+             reason: str = "", force: bool = False) -> tuple[str, str]:
     """Make set `to` the champion again (default: the champion before this one); returns
-    (from, to) versions. The history keeps both, so a second rollback undoes the first."""
+    (from, to) versions. The history keeps both, so a second rollback undoes the first.
+    A set that never was champion (it did not clear the gate) takes `force` and a reason."""
     reason = bounded_reason(reason, option="--reason")
     registry = Registry.open(params, root)
     with registry.locked(params.registry.lock_wait_s):
@@ -403,6 +404,15 @@ def rollback(params: Params, root: Path = Path("."), *, to: str | None = None,
         if str(to) == champion.version:
             raise DrclError(f"--to: {registry.set_model} v{to} is the champion already")
         target = registry.read_set(str(to))
+        was_champion = {str(e.get("champion")) for e in registry.events()}
+        if target.version not in was_champion:
+            why = target.tags.get("drcl.reason") or "it was not promoted"
+            if not force:
+                raise DrclError(f"--to: {registry.set_model} v{target.version} never was "
+                                f"champion ({why}); give --force and a --reason to make it "
+                                "champion anyway")
+            if not reason.strip():
+                raise DrclError("--force: say why with --reason (it goes into the history)")
         registry.commit(target.version, action="rollback", expected=champion.version,
                         reason=reason)
     return champion.version, target.version

@@ -145,3 +145,24 @@ def test_metrics_fit_a_terminal(project):
     assert any(line.strip().startswith("image: inputs ") for line in lines)
     assert "test, mean over 6 directions: MAP@all 0." in result.stdout
     assert max(len(line) for line in lines) <= 80
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty.yaml: empty params file; expected a mapping of params groups"),
+    (b"# nothing but a comment\n", "empty.yaml: empty params file"),
+    (b"- a list\n", "empty.yaml: expected a mapping of params groups, got a list"),
+    (b"seed: 1\nnote: caf\xe9\n", "empty.yaml: not UTF-8 text (byte 17)"),
+])
+def test_an_empty_or_undecodable_params_file_is_refused(tmp_path, content, message):
+    """As `dvc repro` refuses it: no run on the defaults the user did not write."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "empty.yaml").write_bytes(content)
+    done = subprocess.run([str(Path(sys.executable).parent / "drcl"), "prior", "-p",
+                           "empty.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 1
+    assert done.stderr == f"drcl: error: {message}" + done.stderr.split(message, 1)[1]
+    assert done.stderr.count("\n") == 1, done.stderr

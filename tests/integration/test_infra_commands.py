@@ -12,6 +12,7 @@ request without them is refused.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import secrets
@@ -173,3 +174,48 @@ def test_the_mlflow_server_starts_as_its_manifest_says(tmp_path, s3_server, empt
                           aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"]
                           ).list_objects_v2(Bucket=bucket)
     assert stored.get("KeyCount", 0) > 0
+
+
+@pytest.mark.slow
+def test_the_serving_runtime_serves_a_champion_as_its_manifest_says(projects, tmp_path,
+                                                                   mlflow_store, monkeypatch):
+    """KServe's storage initializer puts the model in /mnt/models; here the champion set is
+    downloaded to a folder that takes its place, and the runtime's container command runs."""
+    import mlflow
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from drcl.cli import app
+
+    project = projects.copy(tmp_path / "project")
+    monkeypatch.chdir(project)
+    promoted = CliRunner().invoke(app, ["promote"])
+    assert promoted.exit_code == 0, promoted.output
+    models = Path(mlflow.artifacts.download_artifacts("models:/drcl-set@champion",
+                                                      dst_path=str(tmp_path / "mnt-models")))
+    docs = render("serving")
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs
+                   if d["kind"] == "ConfigMap"}
+    (runtime,) = [d for d in docs if d["kind"] == "ServingRuntime"]
+    spec = {"spec": {"template": {"spec": {"containers": runtime["spec"]["containers"]}}}}
+    env = container_env(spec, config_maps, {("drcl-s3", "AWS_ACCESS_KEY_ID"): "unused",
+                                            ("drcl-s3", "AWS_SECRET_ACCESS_KEY"): "unused"})
+    (port,) = free_ports(1)
+    env |= {"MLFLOW_HOST": HOST, "MLFLOW_PORT": str(port), "HOME": str(tmp_path),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    (container,) = runtime["spec"]["containers"]
+    command = [str(models) if part == "/mnt/models" else part
+               for part in container["command"] + container["args"]]
+    assert str(models) in command
+    url = f"http://{HOST}:{port}"
+    with np.load(project / "data/prepared/image.npz") as npz:
+        query = npz["test.features"][0].tolist()
+    with running(command, health=url + "/ping", cwd=tmp_path, env=env,
+                 log=tmp_path / "serve.log", timeout=180):
+        request = urllib.request.Request(
+            url + "/invocations", headers={"Content-Type": "application/json"},
+            data=json.dumps({"inputs": [{"modality": "image", "features": query,
+                                         "id": "q"}]}).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            (answer,) = json.loads(response.read())["predictions"]
+    assert answer["query"] == "q" and len(answer["embedding"]) == 16

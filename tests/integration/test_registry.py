@@ -557,6 +557,15 @@ def test_refusing_the_same_encoders_again_reuses_their_set(projects, tmp_path, c
         assert result.exit_code == EXIT_CHALLENGER and "drcl-set v2 not promoted" in result.stdout
     assert len(client.search_model_versions(f"name = '{SET}'")) == 2
     assert aliases(client, SET) == {"champion": "1", "challenger": "2"}
+    # the challenger never cleared the gate: making it champion takes --force and a reason
+    refused = one_error_line(drcl(weak, monkeypatch, "rollback", "--to", "2"))
+    assert "drcl-set v2 never was champion (" in refused and "give --force" in refused
+    refused = one_error_line(drcl(weak, monkeypatch, "rollback", "--to", "2", "--force"))
+    assert "--force: say why with --reason" in refused
+    assert aliases(client, SET) == {"champion": "1", "challenger": "2"}
+    forced = drcl(weak, monkeypatch, "rollback", "--to", "2", "--force", "--reason", "a test")
+    assert forced.exit_code == 0, forced.output
+    assert aliases(client, SET) == {"champion": "2", "previous": "1"}  # no longer challenger
 
 
 def test_champion_names_the_set_and_refuses_before_the_first_promotion(projects, tmp_path,

@@ -76,7 +76,8 @@ def champions(projects, tmp_path, empty_mlflow_store, monkeypatch):
     weak = projects.copy(tmp_path / "weak", quality="weak")
     strong = projects.copy(tmp_path / "strong")
     other = projects.copy(tmp_path / "other", seed=1)
-    write_project_params(other, seed=1, promotion=LOOSE)
+    # its encoders are strong; what add-modality trains here is weak, and quick
+    write_project_params(other, seed=1, quality="weak", promotion=LOOSE)
     third = projects.copy(tmp_path / "third", seed=2)
     write_project_params(third, seed=2, promotion=LOOSE)
     db = tmp_path / "template.db"
@@ -160,7 +161,8 @@ def test_a_promoter_paused_past_its_lease_does_not_commit_over_a_newer_champion(
     """SIGSTOP just before the commit, past a 3 s lease; another promotion commits meanwhile;
     SIGCONT: the first one refuses with one line and the newer champion stays."""
     other, third = champions["other"], champions["third"]
-    write_project_params(other, seed=1, promotion=LOOSE, registry={"lock_lease_s": 3})
+    write_project_params(other, seed=1, quality="weak", promotion=LOOSE,
+                         registry={"lock_lease_s": 3})
     uri = copy_store(champions["db"], tmp_path / "paused.db")
     marker = tmp_path / "at-fence"
     pid = driver.start(other, uri, "promote", stop_at_fence=marker)

@@ -228,7 +228,9 @@ def test_the_kserve_manifests():
     assert argv[:3] == ["mlflow", "models", "serve"]
     assert argv[argv.index("-m") + 1] == "/mnt/models"  # where the storage initializer writes
     assert argv[argv.index("--env-manager") + 1] == "local"  # the image holds drcl
-    port = int(argv[argv.index("--port") + 1])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    port = int(env["MLFLOW_PORT"])  # `mlflow models serve` reads MLFLOW_HOST and MLFLOW_PORT
+    assert env["MLFLOW_HOST"] == "0.0.0.0"
     assert container["ports"][0]["containerPort"] == port
     assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": port}
     (generated,) = spec["configMapGenerator"]
