@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from drcl.credentials import credential_in, walk_strings
 from drcl.errors import DrclError
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -440,6 +441,17 @@ class Params(_Strict):
     promotion: PromotionParams = PromotionParams()
     extract: ExtractParams = ExtractParams()
     kubeflow: KubeflowParams = KubeflowParams()
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> Params:
+        """params.yaml is committed, compiled into pipelines and copied into MLflow tags."""
+        for path, value in walk_strings(self.model_dump(mode="json")):
+            why = credential_in(value)
+            if why:
+                raise ValueError(f"{path}: {why}; credentials never go in params: give them "
+                                 "through the environment, on a cluster a Kubernetes Secret "
+                                 "listed in kubeflow.secrets (infra/README.md)")
+        return self
 
     @model_validator(mode="after")
     def _fits_the_data(self, info: ValidationInfo) -> Params:
