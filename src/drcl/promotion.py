@@ -206,7 +206,7 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
         prior, _ = load_prior(layout.prior)
         _same_prior(candidates, prior_checksum(prior), str(layout.prior),
                     "a set shares one prior: retrain it (`drcl train --modality {m}`)")
-    registry = Registry.open(params, layout.root)
+    registry = Registry.open(params, layout.root, existing=False)
     with stage_run(params, "promote", layout=layout, dataset_sha256=dataset_checksum(manifest),
                    data_source=manifest.source) as run, \
             registry.artifact_run(run.run_id, params.tracking.experiment, "promote") as run_id, \

@@ -161,9 +161,11 @@ class Registry:
         self.holder = identity()
 
     @classmethod
-    def open(cls, params: Params, root: Path = Path(".")) -> Registry:
-        """Connect (a clear one-line error when the server cannot be reached)."""
-        return cls(connect(root), params.registry.name, lease_s=params.registry.lock_lease_s)
+    def open(cls, params: Params, root: Path = Path("."), *, existing: bool = True) -> Registry:
+        """Connect (a clear one-line error when the server cannot be reached, or when a
+        command that needs an `existing` registry names a store that is not there)."""
+        return cls(connect(root, existing=existing), params.registry.name,
+                   lease_s=params.registry.lock_lease_s)
 
     def encoder_model(self, modality: str) -> str:
         return f"{self.name}-encoder-{modality}"

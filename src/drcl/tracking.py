@@ -71,10 +71,25 @@ def registry_uri(tracking: str) -> str:
     return os.environ.get("MLFLOW_REGISTRY_URI") or tracking
 
 
-def connect(root: Path = Path(".")) -> MlflowClient:
-    """A client for the tracking store and the registry, checked to be reachable."""
+def _check_exists(uri: str) -> None:
+    """A reader of a sqlite store that is not there would get MLflow's new empty one, and
+    report "no promotion yet" for a mistyped path."""
+    for store in {uri, registry_uri(uri)}:
+        if store.startswith("sqlite:///"):
+            path = Path(store.removeprefix("sqlite:///").split("?", 1)[0])
+            if not path.is_file():
+                raise DrclError(f"MLFLOW_TRACKING_URI: no MLflow store at {path}; nothing was "
+                                "tracked or registered there (check the path; the project's "
+                                f"own store is ./{DEFAULT_STORE})")
+
+
+def connect(root: Path = Path("."), *, existing: bool = False) -> MlflowClient:
+    """A client for the tracking store and the registry, checked to be reachable (and, for
+    commands that only read it, `existing`: to be there)."""
     uri = tracking_uri(root)
     _check_reachable(uri)
+    if existing:
+        _check_exists(uri)
     # keep the commands' output theirs: no download progress bars on stderr, and no run links
     # printed on stdout (where `drcl search --format json` writes its result)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -166,3 +166,21 @@ def test_an_empty_or_undecodable_params_file_is_refused(tmp_path, content, messa
     assert done.returncode == 1
     assert done.stderr == f"drcl: error: {message}" + done.stderr.split(message, 1)[1]
     assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_mistyped_store_is_refused_not_created(tmp_path):
+    """`drcl history` on a sqlite path that does not exist: one line, and no new empty store
+    that would answer "no promotion yet"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_params(tmp_path)
+    typo = tmp_path / "mlfow.db"
+    done = subprocess.run([str(Path(sys.executable).parent / "drcl"), "history"], cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{typo}"},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"MLFLOW_TRACKING_URI: no MLflow store at {typo}" in done.stderr
+    assert not typo.exists()
