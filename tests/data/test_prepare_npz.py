@@ -158,6 +158,18 @@ def _mixed_label_forms(arrays: Arrays) -> None:
 
 
 # (id, edit of the valid arrays, fragments the one-line message must contain)
+def _shared_id_labelled_twice(arrays: Arrays) -> None:
+    """Both modalities name their items `<split>-<row>`, so they share ids; one shared item
+    gets another class in one modality."""
+    for key in [k for k in arrays if k.endswith(".features")]:
+        split = key.split(".")[1]
+        arrays[key.replace(".features", ".ids")] = np.asarray(
+            [f"{split}-{r}" for r in range(len(arrays[key]))])
+    labels = arrays["text.train.labels"].copy()
+    labels[0] = labels[0] % 3 + 1
+    arrays["text.train.labels"] = labels
+
+
 BAD_INPUTS = [
     ("missing-key", _drop("image.val.labels"), ["'image.val.labels'", "image.val.features"]),
     ("nan-features", _set("image.train.features", _with_nan),
@@ -201,6 +213,10 @@ BAD_INPUTS = [
     ("classes-not-unique", _set("classes", np.array(["a", "a", "b"])),
      ["toy.npz:classes", "unique"]),
     ("no-modality", lambda a: a.clear(), ["toy.npz", "no key"]),
+    ("one-class-to-train", _set("text.train.labels", lambda y: np.ones_like(y)),
+     ["modality 'text'", "training split holds one class only"]),
+    ("shared-id-two-labels", _shared_id_labelled_twice,
+     ["modalities 'image' and 'text'", "1 shared id(s)", "'train-0'"]),
 ]
 
 

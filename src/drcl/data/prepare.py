@@ -18,7 +18,14 @@ from drcl.data.labels import LabelSource, normalize_labels
 from drcl.data.noise import check_noise, corrupt
 from drcl.data.sources import UNSPLIT, ImportedDataset, RawPart, import_source
 from drcl.data.splits import label_strata, stratified_split
-from drcl.data.validate import check_ids, check_imported, check_paired_labels, check_splits
+from drcl.data.validate import (
+    check_ids,
+    check_imported,
+    check_paired_labels,
+    check_shared_ids_agree,
+    check_splits,
+    check_training_classes,
+)
 from drcl.data.zero_shot import choose_unseen, hold_out
 from drcl.errors import DrclError
 
@@ -62,6 +69,9 @@ def prepare_dataset(params: Params, *, out_dir: str | Path,
         modalities[modality] = ModalityData(name=modality, **splits)
     check_splits(modalities)
     check_ids(modalities, where={m: _ids_at(parts) for m, parts in imported.modalities.items()})
+    check_training_classes(modalities)
+    check_shared_ids_agree(modalities, [m for m, parts in imported.modalities.items()
+                                        if all(p.ids is not None for p in parts.values())])
     classes = imported.classes or [str(c) for c in range(num_classes)]
     paired = _paired(imported, modalities)
     check_noise(data.noise, name=imported.name, paired=paired, multi_label=multi_label)

@@ -88,6 +88,41 @@ def check_ids(modalities: Mapping[str, ModalityData], *, where: Mapping[str, str
                             "modality")
 
 
+def check_training_classes(modalities: Mapping[str, ModalityData]) -> None:
+    """Each modality's training split must hold two classes at least: its encoder learns to
+    tell classes apart, and with one class every loss is satisfied by a constant."""
+    for modality, data in modalities.items():
+        labels = data.train.labels
+        present = np.flatnonzero(labels.sum(axis=0) > 0) if labels.ndim == 2 else np.unique(labels)
+        if present.size < 2:
+            raise DrclError(f"modality {modality!r}: its training split holds one class only; "
+                            "an encoder learns from two classes at least: add items of other "
+                            "classes or leave the modality out (data.modalities)")
+
+
+def check_shared_ids_agree(modalities: Mapping[str, ModalityData], named: list[str]) -> None:
+    """One id names one item: where two modalities (with ids of their own naming) share an
+    id, its labels must agree."""
+    def by_id(modality: str) -> tuple[np.ndarray, np.ndarray]:
+        data = modalities[modality]
+        return (np.concatenate([data.split(s).item_ids(s) for s in SPLITS]),
+                np.concatenate([data.split(s).labels for s in SPLITS]))
+
+    for i, first in enumerate(named):
+        ids_a, labels_a = by_id(first)
+        for second in named[i + 1:]:
+            ids_b, labels_b = by_id(second)
+            shared, at_a, at_b = np.intersect1d(ids_a, ids_b, return_indices=True)
+            if not shared.size:
+                continue
+            differ = np.flatnonzero((labels_a[at_a] != labels_b[at_b]).reshape(
+                len(shared), -1).any(axis=1))
+            if differ.size:
+                raise DrclError(f"modalities {first!r} and {second!r} label {differ.size} "
+                                f"shared id(s) differently, first {str(shared[differ[0]])!r}; "
+                                "one id names one item, with one label")
+
+
 def check_paired_labels(modalities: Mapping[str, np.ndarray], *, where: Mapping[str, str]) -> None:
     """Paired views describe the same items, so their labels must agree row by row."""
     first, *others = modalities
