@@ -38,7 +38,7 @@ from drcl.metrics import direction_report
 from drcl.model import Encoder, embed, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.registry import EncoderSet, Member, Registry, bounded_reason
-from drcl.runtime import compute_dtype, resolve_device
+from drcl.runtime import compute_dtype, resolve_device, resolved_precision
 from drcl.stages.train import train_modality
 from drcl.tracking import git_commit, metric_key, stage_run
 
@@ -207,6 +207,8 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
         _same_prior(candidates, prior_checksum(prior), str(layout.prior),
                     "a set shares one prior: retrain it (`drcl train --modality {m}`)")
     registry = Registry.open(params, layout.root, existing=False)
+    registry.measured_with = {"device": device.type,
+                              "precision": resolved_precision(params.precision, device)}
     with stage_run(params, "promote", layout=layout, dataset_sha256=dataset_checksum(manifest),
                    data_source=manifest.source) as run, \
             registry.artifact_run(run.run_id, params.tracking.experiment, "promote") as run_id, \

@@ -159,6 +159,9 @@ class Registry:
         self.lock = TicketLock(client, f"{name}-lock", **({} if lease_s is None
                                                           else {"lease_s": lease_s}))
         self.holder = identity()
+        self.measured_with: dict[str, str] | None = None
+        """The arithmetic (`device`, `precision`) of the promotion registering versions: kept
+        as tags and as the default precision of their MLflow Models."""
 
     @classmethod
     def open(cls, params: Params, root: Path = Path("."), *, existing: bool = True) -> Registry:
@@ -300,10 +303,11 @@ class Registry:
                 write_model(folder, members={modality: PackagedMember(
                     modality, model, "", encoder, str(info.get("extractor", "precomputed")))},
                     prior=prior, prior_sha256=str(info["prior_sha256"]),
-                    record_name="encoder.json", record=info)
+                    record_name="encoder.json", record=info, measured_with=self.measured_with)
                 self.client.log_artifacts(run_id, str(folder), f"encoders/{modality}")
             version = self.client.create_model_version(
-                model, f"runs:/{run_id}/encoders/{modality}", run_id=run_id, tags=dict(tags))
+                model, f"runs:/{run_id}/encoders/{modality}", run_id=run_id,
+                tags=dict(tags) | self._arithmetic_tags())
         return Member(modality, model, str(version.version))
 
     def create_set(self, run_id: str, *, prior: Path, prior_sha256: str,
@@ -329,14 +333,18 @@ class Registry:
                                                            extractors[m])
                                          for m, x in members.items()},
                         prior=prior, prior_sha256=prior_sha256, record_name="set.json",
-                        record={"prior_sha256": prior_sha256, "members": listing, **record})
+                        record={"prior_sha256": prior_sha256, "members": listing, **record},
+                        measured_with=self.measured_with)
             self.client.log_artifacts(run_id, str(folder), "set")
             all_tags = {"drcl.members": json.dumps(listing, sort_keys=True),
                         "drcl.members_key": key.hexdigest(), "drcl.prior_sha256": prior_sha256,
-                        **tags}
+                        **tags, **self._arithmetic_tags()}
             version = self.client.create_model_version(self.set_model, f"runs:/{run_id}/set",
                                                        run_id=run_id, tags=all_tags)
         return self.read_set(str(version.version))
+
+    def _arithmetic_tags(self) -> dict[str, str]:
+        return {f"drcl.measured_{k}": v for k, v in (self.measured_with or {}).items()}
 
     def mark_challenger(self, version: str) -> None:
         with mlflow_errors(self.client, f"marking {self.set_model} v{version} challenger"):

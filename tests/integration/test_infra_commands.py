@@ -219,3 +219,7 @@ def test_the_serving_runtime_serves_a_champion_as_its_manifest_says(projects, tm
         with urllib.request.urlopen(request, timeout=60) as response:
             (answer,) = json.loads(response.read())["predictions"]
     assert answer["query"] == "q" and len(answer["embedding"]) == 16
+    # the deployment's log says which arithmetic it computes in
+    logged = (tmp_path / "serve.log").read_text()
+    assert re.search(r"drcl: serving drcl-encoder-image v1, .* on cpu in (fp32|bf16|tf32) "
+                     r"\(model config precision", logged), logged[-2000:]

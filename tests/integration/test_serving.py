@@ -4,7 +4,10 @@ answers are `drcl search`'s, bad requests are one-line errors, damaged weights r
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,11 +58,18 @@ def queries(project: Path) -> list[dict]:
 
 
 def test_the_champion_loads_by_alias_and_answers_like_drcl_search(promoted, monkeypatch):
+    monkeypatch.chdir(promoted)  # by default, a request may name the indexes under the cwd
     model = mlflow.pyfunc.load_model(CHAMPION)
     meta = model.metadata.metadata["drcl"]
     assert set(meta["modalities"]) == {"image", "text", "audio"}
     assert meta["modalities"]["image"]["extractor"] == "precomputed"
     assert model.metadata.get_params_schema() is not None
+    # the arithmetic the gate measured in: recorded, and the model's default
+    version = mlflow.MlflowClient().get_model_version_by_alias("drcl-set", "champion")
+    measured = {"device": version.tags["drcl.measured_device"],
+                "precision": version.tags["drcl.measured_precision"]}
+    assert measured["precision"] in {"fp32", "tf32", "bf16"} and meta["measured_with"] == measured
+    assert model.model_config["precision"] == measured["precision"]
 
     asked = queries(promoted)
     exact = mlflow.pyfunc.load_model(CHAMPION, model_config={"precision": "fp32"})
@@ -82,7 +92,8 @@ def test_the_champion_loads_by_alias_and_answers_like_drcl_search(promoted, monk
 
 
 def test_bad_requests_are_one_line_errors(promoted, tmp_path, monkeypatch):
-    model = mlflow.pyfunc.load_model(CHAMPION)
+    model = mlflow.pyfunc.load_model(CHAMPION, model_config={
+        "index_root": os.path.commonpath([promoted, tmp_path])})
     good = queries(promoted)[0]
     index = str(promoted / "text-index.npz")
     np.save(tmp_path / "plain.npy", np.zeros((2, 3), dtype=np.float32))
@@ -123,3 +134,101 @@ def test_damaged_weights_in_the_set_refuse_to_load(promoted):
     weights.write_bytes(bytes(data))
     with pytest.raises(Exception, match="drcl-encoder-text v1: the stored weights differ"):
         mlflow.pyfunc.load_model(str(folder))
+
+
+@pytest.fixture
+def http_hits() -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server that records every path asked of it."""
+    import http.server
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"not an index")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_request_reads_only_the_indexes_the_deployment_allows(promoted, tmp_path,
+                                                                 monkeypatch, http_hits):
+    url, hits = http_hits
+    monkeypatch.chdir(promoted)
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(promoted / "text-index.npz", tmp_path / "elsewhere" / "text-index.npz")
+    good = queries(promoted)[0]
+    model = mlflow.pyfunc.load_model(CHAMPION)  # default: local files under the cwd
+    assert model.predict([good], params={"database": "text-index.npz", "top_k": 2})
+    for database in [str(tmp_path / "elsewhere" / "text-index.npz"),
+                     "../" + tmp_path.name + "/elsewhere/text-index.npz",
+                     "data/../../" + promoted.name + "-x/text-index.npz",
+                     f"{url}/text-index.npz", "s3://another-bucket/text-index.npz",
+                     "runs:/0123/text-index.npz"]:
+        with pytest.raises(MlflowException) as caught:
+            model.predict([good], params={"database": database})
+        message = caught.value.message
+        assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert f"params database: {database} is not an index this deployment serves" in message
+        assert "allowed: none by name; and any under the server's working directory" in message
+    assert hits == []  # nothing was fetched
+
+    remote = mlflow.pyfunc.load_model(CHAMPION, model_config={
+        "index_root": "s3://drcl-indexes/prod", "indexes": [str(promoted / "text-index.npz")]})
+    assert remote.predict([good], params={"database": str(promoted / "text-index.npz")})
+    for database in ["s3://drcl-indexes/prod/../staging/x.npz", "s3://drcl-indexes/production/x",
+                     "text-index.npz"]:
+        with pytest.raises(MlflowException, match="allowed: .*text-index.npz; and any under "
+                                                  "s3://drcl-indexes/prod"):
+            remote.predict([good], params={"database": database})
+
+    capped = mlflow.pyfunc.load_model(CHAMPION, model_config={"max_index_mb": 0.0001})
+    with pytest.raises(MlflowException, match="over this deployment's cap of 0 MB"):
+        capped.predict([good], params={"database": "text-index.npz"})
+
+
+def test_concurrent_requests_share_one_model_safely(promoted, monkeypatch):
+    """32 threads for 5 s against one loaded model, as the scoring server's threads call it:
+    every answer is the single-threaded one, whichever index each asks."""
+    monkeypatch.chdir(promoted)
+    drcl(promoted, monkeypatch, "index", "-m", "audio", "--features", "data/prepared/audio.npz",
+         "--key", "test.features", "--out", "audio-index.npz")
+    model = mlflow.pyfunc.load_model(CHAMPION)
+    asked = queries(promoted)
+    expected = {db: [[m.model_dump() for m in a.matches]
+                     for a in model.predict(asked, params={"database": db, "top_k": 5})]
+                for db in ("text-index.npz", "audio-index.npz")}
+    fresh = mlflow.pyfunc.load_model(CHAMPION)  # its cache starts empty: loads race too
+    errors: list[str] = []
+    answered = [0]
+    stop = time.monotonic() + 5
+
+    def client(n: int) -> None:
+        db = ("text-index.npz", "audio-index.npz")[n % 2]
+        while time.monotonic() < stop:
+            got = [[m.model_dump() for m in a.matches]
+                   for a in fresh.predict(asked, params={"database": db, "top_k": 5})]
+            if got != expected[db]:
+                errors.append(f"client {n}: {db} answered differently")
+                return
+            answered[0] += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert answered[0] >= 32

@@ -8,7 +8,10 @@ default as in params.yaml, so a served model answers as `drcl search` does on th
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from drcl.errors import DrclError
 from drcl.extract.manifest import Item
 from drcl.registry import LoadedMember, Member, load_verified
-from drcl.runtime import compute_dtype, resolve_device
+from drcl.runtime import compute_dtype, resolve_device, resolved_precision
 from drcl.search import Index, check_width, extract_raw, read_index, top_k
 from drcl.serving.package import (
     ENCODER_FILE,
@@ -33,6 +36,9 @@ from drcl.serving.package import (
     read_manifest,
 )
 from drcl.serving.schema import DEFAULT_PARAMS, Answer, Match, Query
+
+SCORING_SERVER_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its workers
+REMOTE = ("s3://", "gs://", "http://", "https://", "runs:/", "models:/", "mlflow-artifacts:")
 
 MAX_CACHED_INDEXES = 4
 
@@ -82,7 +88,20 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             self.members[modality] = LoadedMember(member, encoder, weights, entry["extractor"])
             self.weights_sha256[modality] = entry["weights_sha256"]
         self.dtype = dtype
+        # the arithmetic, said once in a deployment's log (MLflow's scoring server names the
+        # model it serves in this variable; a model loaded in-process stays quiet)
+        arithmetic = resolved_precision(str(config["precision"]), self.device)
+        served = ", ".join(m.member.describe() for m in self.members.values())
+        if os.environ.get(SCORING_SERVER_ENV):
+            print(f"drcl: serving {served} on {self.device.type} in {arithmetic} (model config "
+                  f"precision {config['precision']}; MLFLOW_PYFUNC_INFERENCE_CONFIG overrides "
+                  "it)", file=sys.stderr, flush=True)
         self._databases: OrderedDict[str, _Database] = OrderedDict()
+        self._lock = threading.Lock()  # the scoring server answers requests on several threads
+        listed = config.get("indexes") or []
+        self.indexes = [listed] if isinstance(listed, str) else [str(i) for i in listed]
+        self.index_root = str(config.get("index_root") or "")
+        self.max_index_bytes = int(float(config.get("max_index_mb", 4096)) * 2**20)
 
     def predict(self, context: Any, model_input: list[Query],
                 params: dict[str, Any] | None = None) -> list[Answer]:
@@ -147,13 +166,47 @@ class DrclModel(mlflow.pyfunc.PythonModel):
                 out[i] = row
         return out
 
+    def allowed(self, reference: str) -> bool:
+        """Whether a request may name this index: listed in `indexes`, or under `index_root`
+        (by default the server's working directory, local files only), with no way out of it
+        by `..`."""
+        if reference in self.indexes:
+            return True
+        remote = reference.startswith(REMOTE) or "://" in reference
+        root = self.index_root or ("" if remote else os.getcwd())
+        if not root:
+            return False
+        if remote or root.startswith(REMOTE):
+            prefix = root.rstrip("/") + "/"
+            return reference.startswith(prefix) and ".." not in reference.split("/")
+        base = Path(root).resolve()
+        return Path(reference).resolve().is_relative_to(base)
+
+    def _refuse(self, reference: str) -> DrclError:
+        named = ", ".join(self.indexes) or "none by name"
+        root = self.index_root or "the server's working directory (local files)"
+        return DrclError(f"params database: {reference} is not an index this deployment "
+                         f"serves; allowed: {named}; and any under {root} (model config "
+                         "`indexes`, `index_root`)")
+
     def _database(self, reference: str) -> _Database:
-        """An index from `drcl index` by path or artifact URI, read once and kept."""
-        if reference in self._databases:
-            self._databases.move_to_end(reference)
-            return self._databases[reference]
+        """An allowed index from `drcl index`, read once and kept (safe across threads)."""
+        if not self.allowed(reference):
+            raise self._refuse(reference)
+        with self._lock:
+            if reference in self._databases:
+                self._databases.move_to_end(reference)
+                return self._databases[reference]
+            found = self._load(reference)
+            self._databases[reference] = found
+            while len(self._databases) > MAX_CACHED_INDEXES:
+                self._databases.popitem(last=False)
+            return found
+
+    def _load(self, reference: str) -> _Database:
         path = Path(reference)
-        if "://" in reference or reference.startswith(("runs:/", "models:/")):
+        if reference.startswith(REMOTE) or "://" in reference:
+            self._check_remote_size(reference)
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     path = Path(mlflow.artifacts.download_artifacts(reference, dst_path=tmp))
@@ -176,16 +229,30 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             raise DrclError(f"params database: {reference} was built with {index.meta['model']} "
                             f"v{index.meta['version']}, not this model's {modality} encoder "
                             f"({member.member.describe()}); rebuild it with `drcl index`")
-        found = _Database(index, torch.as_tensor(index.embeddings).to(self.device))
-        self._databases[reference] = found
-        while len(self._databases) > MAX_CACHED_INDEXES:
-            self._databases.popitem(last=False)
-        return found
+        return _Database(index, torch.as_tensor(index.embeddings).to(self.device))
 
-    @staticmethod
-    def _read(path: Path, reference: str) -> Index:
+    def _check_remote_size(self, reference: str) -> None:
+        """Refuse an index over the cap before fetching it, where the store lists sizes."""
+        parent, _, name = reference.rstrip("/").rpartition("/")
+        try:
+            listed = mlflow.artifacts.list_artifacts(artifact_uri=parent)
+        except Exception:  # noqa: BLE001 - a store that cannot list: the size is checked after
+            return
+        sizes = {Path(f.path).name: f.file_size for f in listed if not f.is_dir}
+        size = sizes.get(name)
+        if size is not None and size > self.max_index_bytes:
+            raise DrclError(f"params database: {reference} holds {size / 2**20:,.0f} MB, over "
+                            f"this deployment's cap of {self.max_index_bytes / 2**20:,.0f} MB "
+                            "(model config `max_index_mb`)")
+
+    def _read(self, path: Path, reference: str) -> Index:
         if not path.is_file():
             raise DrclError(f"params database: no index file at {reference}")
+        size = path.stat().st_size
+        if size > self.max_index_bytes:
+            raise DrclError(f"params database: {reference} holds {size / 2**20:,.0f} MB, over "
+                            f"this deployment's cap of {self.max_index_bytes / 2**20:,.0f} MB "
+                            "(model config `max_index_mb`)")
         index = read_index(path)
         if index is None:
             raise DrclError(f"params database: {reference} is not an index; build one with "

@@ -37,7 +37,10 @@ PRIOR_FILE = "prior.safetensors"
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 # how a loaded model runs, as in params.yaml; `model_config=` of load_model, or the environment
 # variable MLFLOW_PYFUNC_INFERENCE_CONFIG of `mlflow models serve`, overrides them
-MODEL_CONFIG = {"device": "auto", "precision": "auto"}
+# `indexes` (a list of index paths or URIs) and `index_root` (a folder or URI prefix) fix which
+# indexes a request may name; with neither, index files under the server's working directory
+MODEL_CONFIG: dict[str, object] = {"device": "auto", "precision": "auto", "indexes": [],
+                                   "index_root": "", "max_index_mb": 4096}
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,13 @@ def requirements() -> list[str]:
 
 
 def write_model(dest: Path, *, members: Mapping[str, PackagedMember], prior: Path,
-                prior_sha256: str, record_name: str, record: Mapping[str, object]) -> None:
-    """Write the MLflow Model of these members into `dest` (which must not exist yet)."""
+                prior_sha256: str, record_name: str, record: Mapping[str, object],
+                measured_with: Mapping[str, str] | None = None) -> None:
+    """Write the MLflow Model of these members into `dest` (which must not exist yet).
+
+    `measured_with` (`device`, `precision`: the arithmetic the promotion measured MAP in) is
+    recorded, and its precision becomes the model's default, so a deployment computes as the
+    gate did unless its model config says otherwise."""
     import mlflow
 
     entries = {}
@@ -127,8 +135,10 @@ def write_model(dest: Path, *, members: Mapping[str, PackagedMember], prior: Pat
             mlflow.pyfunc.save_model(
                 path=str(dest), python_model=str(MODEL_CODE), artifacts={PAYLOAD: str(files)},
                 input_example=(example, dict(DEFAULT_PARAMS)), pip_requirements=requirements(),
-                model_config=dict(MODEL_CONFIG),
+                model_config=dict(MODEL_CONFIG) | (
+                    {"precision": measured_with["precision"]} if measured_with else {}),
                 metadata={"drcl": {"format": FORMAT, "prior_sha256": prior_sha256,
+                                   "measured_with": dict(measured_with or {}),
                                    "modalities": {m: {k: e[k] for k in
                                                       ("input_dim", "common_dim", "extractor")}
                                                   for m, e in entries.items()}}})
