@@ -10,7 +10,6 @@ command read the same file.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,6 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from drcl.atomic import atomic_path
 from drcl.config import Params, load_params, parse_params
@@ -74,20 +71,26 @@ def read_profile(path: Path) -> dict[str, Any]:
 def apply_profile(profile: Path, params_path: Path = Path("params.yaml")) -> list[Change]:
     """Write the profile's keys into params.yaml; nothing is written unless the result is valid.
 
-    Returns what changed (empty when the profile was already applied).
+    Only the values the profile changes are rewritten, in place in the file's text: comments, the
+    order of keys and whatever layout wrote the rest (a person, or `dvc exp run -S`, which writes
+    block lists and bare nulls) stay as they are. Returns what changed (empty when the profile was
+    already applied).
     """
     settings = read_profile(profile)
     load_params(params_path)  # the file as it stands must be valid: refuse to build on a bad one
-    rt = _round_trip()
-    document = rt.load(params_path.read_text())
-    changes = merge_profile(document, settings)
-    text = io.StringIO()
-    rt.dump(document, text)
-    parse_params(yaml.safe_load(text.getvalue()),
-                 source=f"{params_path} with profile {profile}")
-    if changes:
-        with atomic_path(params_path) as tmp:
-            tmp.write_text(text.getvalue())
+    text = params_path.read_text()
+    expected = yaml.safe_load(text)
+    changes = merge_profile(expected, settings)
+    if not changes:
+        return []
+    edited = _splice(text, yaml.compose(text, Loader=yaml.SafeLoader), settings, Params)
+    result = yaml.safe_load(edited)
+    if result != expected:  # the edit must mean exactly the merge, or nothing is written
+        raise DrclError(f"{params_path}: could not apply profile {profile} to this layout; "
+                        f"set its keys by hand: {', '.join(c.key for c in changes)}")
+    parse_params(result, source=f"{params_path} with profile {profile}")
+    with atomic_path(params_path) as tmp:
+        tmp.write_text(edited)
     return changes
 
 
@@ -103,45 +106,114 @@ def _merge(target: dict[str, Any], settings: dict[str, Any], schema: type[BaseMo
     """Set each key of `settings` in `target`; sub-models of the schema are merged key by key,
     every other value (a list, a per-modality mapping) is replaced whole."""
     for key, value in settings.items():
-        field = schema.model_fields[key].annotation
         name = f"{prefix}{key}"
-        if isinstance(field, type) and issubclass(field, BaseModel) and isinstance(value, dict):
+        sub = _sub_model(schema, key)
+        if sub is not None and isinstance(value, dict):
             if not isinstance(target.get(key), dict):
-                target[key] = CommentedMap()
-            _merge(target[key], value, field, f"{name}.", changes)
+                target[key] = {}
+            _merge(target[key], value, sub, f"{name}.", changes)
             continue
-        before = _plain(target.get(key))
+        before = target.get(key)
         if before != value or key not in target:
             changes.append(Change(name, before, value))
-            target[key] = _styled(value)
+            target[key] = value
 
 
-def _round_trip() -> YAML:
-    """A YAML that reads and writes params.yaml byte for byte as it is laid out."""
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 4096
-    rt.indent(mapping=2, sequence=4, offset=2)
-    rt.representer.add_representer(
-        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    return rt
+def _sub_model(schema: type[BaseModel], key: str) -> type[BaseModel] | None:
+    field = schema.model_fields[key].annotation
+    return field if isinstance(field, type) and issubclass(field, BaseModel) else None
 
 
-def _styled(value: Any) -> Any:
-    """Lists and mappings written inline, as params.yaml writes them."""
-    if isinstance(value, list):
-        seq = CommentedSeq([_styled(v) for v in value])
-        seq.fa.set_flow_style()
-        return seq
-    if isinstance(value, dict):
-        mapping = CommentedMap((k, _styled(v)) for k, v in value.items())
-        mapping.fa.set_flow_style()
-        return mapping
-    return value
+def _splice(text: str, node: yaml.MappingNode, settings: dict[str, Any],
+            schema: type[BaseModel]) -> str:
+    """`text` with the profile's values written over the nodes that hold them.
+
+    Edits are made from the end of the text backwards, so the marks of earlier nodes stay valid.
+    """
+    edits: list[tuple[int, int, str]] = []
+    _plan(text, node, yaml.safe_load(text), settings, schema, edits)
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value)) if value is not None else None
+def _plan(text: str, node: yaml.MappingNode, current: dict[str, Any], settings: dict[str, Any],
+          schema: type[BaseModel], edits: list[tuple[int, int, str]]) -> None:
+    """The edits that set `settings` in the mapping `node`, whose value is `current`."""
+    pairs = {key.value: (key, value) for key, value in node.value}
+    for name, value in settings.items():
+        sub = _sub_model(schema, name)
+        if name not in pairs:
+            edits.append(_insertion(text, node, name, value))
+        elif sub is not None and isinstance(value, dict) and \
+                isinstance(pairs[name][1], yaml.MappingNode):
+            _plan(text, pairs[name][1], current[name], value, sub, edits)
+        elif current[name] != value:
+            edits.append(_replacement(text, *pairs[name], value))
+
+
+def _replacement(text: str, key: yaml.Node, node: yaml.Node, value: Any) -> tuple[int, int, str]:
+    """Write `value` inline where `node` stands, its comment kept in its column where it fits."""
+    new = _inline(value)
+    if node.start_mark.line == key.end_mark.line and not _is_empty(node):
+        start, end = node.start_mark.index, _end(node)
+        line_end = _line_end(text, end)
+        rest = text[end:line_end]
+        gap = len(rest) - len(rest.lstrip(" "))
+        if rest.strip().startswith("#"):  # keep the comment where it was, or one space after
+            spaces = max(1, gap - (len(new) - (end - start)))
+            return start, end + gap, new + " " * spaces
+        return start, end, new
+    # an empty value (`key:`) or a block collection that starts on the next line
+    colon = text.index(":", key.end_mark.index) + 1
+    key_line_end = _line_end(text, colon)
+    rest = text[colon:key_line_end]
+    comment = rest.strip()
+    end = key_line_end if _is_empty(node) else max(_end(node), key_line_end)
+    if comment.startswith("#"):
+        spaces = max(1, len(rest) - len(rest.lstrip(" ")) - len(new) - 1)
+        return colon, end, f" {new}{' ' * spaces}{comment}"
+    return colon, end, f" {new}"
+
+
+def _insertion(text: str, node: yaml.MappingNode, name: str, value: Any) -> tuple[int, int, str]:
+    """A new key after the mapping's last line (before any blank line or comment that follows)."""
+    if node.flow_style:
+        at = node.end_mark.index - 1
+        sep = ", " if node.value else ""
+        return at, at, f"{sep}{name}: {_inline(value)}"
+    if not node.value:
+        return len(text), len(text), f"{name}: {_inline(value)}\n"
+    indent = " " * node.value[0][0].start_mark.column
+    at = _line_end(text, _end(node.value[-1][1]))
+    return at, at, f"\n{indent}{name}: {_inline(value)}"
+
+
+def _end(node: yaml.Node) -> int:
+    """Where a node's own text ends; a block collection ends with its last item, not at the next
+    token (which may stand after comment lines that belong to what follows)."""
+    if isinstance(node, yaml.SequenceNode) and not node.flow_style and node.value:
+        return _end(node.value[-1])
+    if isinstance(node, yaml.MappingNode) and not node.flow_style and node.value:
+        return _end(node.value[-1][1])
+    return node.end_mark.index
+
+
+def _is_empty(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.start_mark.index == node.end_mark.index
+
+
+def _line_end(text: str, at: int) -> int:
+    found = text.find("\n", at)
+    return len(text) if found < 0 else found
+
+
+def _inline(value: Any) -> str:
+    """A value in flow style on one line, as params.yaml writes lists and mappings."""
+    if value is None:
+        return "null"
+    dumped = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), sort_keys=False)
+    return dumped.removesuffix("\n...\n").strip()
 
 
 def _show(value: Any) -> str:

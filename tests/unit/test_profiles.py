@@ -108,3 +108,14 @@ def test_the_command(project):
     assert missing.stderr.startswith("drcl: error: profile 'nope': no params/nope.yaml")
     listed = runner.invoke(app, ["profile", "list"])
     assert listed.exit_code == 0 and "wikipedia_lda" in listed.stdout
+
+
+def test_a_new_key_joins_its_group_before_the_blank_line(project):
+    (project / "scenes.yaml").write_text(
+        "data:\n  source: npz\n  path: scenes.npz\n"
+        "  dvc: {repo: 'https://git.example.com/acme/scenes.git', rev: v2}\n")
+    apply_profile(project / "scenes.yaml", Path("params.yaml"))
+    lines = (project / "params.yaml").read_text().splitlines()
+    at = lines.index("  dvc: {repo: 'https://git.example.com/acme/scenes.git', rev: v2}")
+    assert lines[at - 1].startswith("  class_text: {}") and lines[at + 1] == ""
+    assert load_params("params.yaml").data.dvc.rev == "v2"
