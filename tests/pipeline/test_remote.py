@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from drcl.cli import app
 from drcl.kfp.project import pipeline_arguments
 from drcl.kfp.remote import MANAGED, connect, reconcile
-from drcl.kfp.schedules import ScheduleSpec
+from drcl.kfp.schedules import ScheduleSpec, load_schedules
 from tests.pipeline.conftest import ROOT
 
 HOST = "http://kfp.example.test"
@@ -72,19 +73,56 @@ def test_an_unchanged_pipeline_reuses_its_version_a_changed_one_adds_one(
     assert fake_client.calls("run_pipeline")[-1]["params"]["train"]["epochs"] == 7
 
 
-def test_schedule_creates_a_recurring_run(at_root, fake_client, project_params):
-    result = drcl("pipeline", "schedule", "--cron", "0 30 2 * * *", "--name", "drcl-nightly",
-                  "--host", HOST)
+@pytest.fixture
+def schedules(tmp_path) -> Path:
+    """A copy of the project's schedule folder (nightly.yaml and its kustomization)."""
+    folder = tmp_path / "schedules"
+    shutil.copytree(ROOT / "infra" / "schedules", folder)
+    return folder
+
+
+def test_schedule_declares_the_file_and_creates_a_recurring_run(at_root, fake_client,
+                                                                project_params, schedules):
+    result = drcl("pipeline", "schedule", "--cron", "0 30 2 * * *", "--name", "drcl-weekly",
+                  "--schedules", str(schedules), "--host", HOST)
     assert result.exit_code == 0, result.output
-    assert "recurring run 'drcl-nightly' created (0 30 2 * * *)" in result.stdout
-    (req,) = fake_client.calls("create_recurring_run")
+    assert f"declared 'drcl-weekly' (0 30 2 * * *) in {schedules / 'drcl-weekly.yaml'}" \
+        in result.stdout
+    assert {s.name: s.cron for s in load_schedules(schedules)} == {
+        "drcl-nightly": "0 0 2 * * *", "drcl-weekly": "0 30 2 * * *"}
+    listed = yaml.safe_load((schedules / "kustomization.yaml").read_text())
+    assert listed["configMapGenerator"][0]["files"] == ["nightly.yaml", "drcl-weekly.yaml"]
+    weekly = next(r for r in fake_client.calls("create_recurring_run")
+                  if r["job_name"] == "drcl-weekly")
     (version,) = fake_client.calls("upload_pipeline_version")
-    assert req["cron_expression"] == "0 30 2 * * *"
-    assert req["job_name"] == "drcl-nightly" and req["experiment_id"] == "exp-drcl"
-    assert req["max_concurrency"] == 1 and req["no_catchup"] is True and req["enabled"] is True
-    assert req["version_id"] == fake_client.versions[version["pipeline_id"]][0].pipeline_version_id
-    assert req["params"] == pipeline_arguments(project_params)
-    assert req["description"].startswith(f"{MANAGED} drcl-nightly ")
+    assert weekly["cron_expression"] == "0 30 2 * * *" and weekly["experiment_id"] == "exp-drcl"
+    assert weekly["max_concurrency"] == 1 and weekly["no_catchup"] is True
+    assert weekly["enabled"] is True
+    assert weekly["version_id"] == \
+        fake_client.versions[version["pipeline_id"]][0].pipeline_version_id
+    assert weekly["params"] == pipeline_arguments(project_params)
+    assert weekly["description"].startswith(f"{MANAGED} drcl-weekly ")
+    # the reconciler (the CronJob's command) then keeps it: one model, not two
+    again = drcl("pipeline", "reconcile", "--schedules", str(schedules), "--host", HOST)
+    assert again.exit_code == 0, again.output
+    assert "disable" not in again.stdout and "keep drcl-weekly" in again.stdout
+    assert sorted(r.display_name for r in fake_client.enabled()) == ["drcl-nightly",
+                                                                     "drcl-weekly"]
+
+
+def test_a_schedule_name_declared_already_is_refused(at_root, fake_client, schedules):
+    first = drcl("pipeline", "reconcile", "--schedules", str(schedules), "--host", HOST)
+    assert first.exit_code == 0, first.output
+    for _ in range(2):
+        refused = drcl("pipeline", "schedule", "--cron", "0 0 5 * * *", "--name", "drcl-nightly",
+                       "--schedules", str(schedules), "--host", HOST)
+        assert refused.exit_code == 1
+        assert refused.stderr == (f"drcl: error: {schedules}: schedule 'drcl-nightly' is "
+                                  "declared already; edit its file and run `drcl pipeline "
+                                  "reconcile`\n")
+    assert [r.display_name for r in fake_client.enabled()] == ["drcl-nightly"]
+    assert len(fake_client.calls("create_recurring_run")) == 1
+    assert sorted(p.name for p in schedules.iterdir()) == ["kustomization.yaml", "nightly.yaml"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -94,8 +132,8 @@ def test_schedule_creates_a_recurring_run(at_root, fake_client, project_params):
     (["--cron", "0 0 3 * * ;rm"], "is not a 6-field cron expression"),
     (["--cron", "0 0 3 * * *", "--name", "Nightly Run"], "--name: 'Nightly Run' must be"),
 ])
-def test_bad_schedule_input_sends_nothing(at_root, fake_client, args, message):
-    result = drcl("pipeline", "schedule", *args, "--host", HOST)
+def test_bad_schedule_input_sends_nothing(at_root, fake_client, schedules, args, message):
+    result = drcl("pipeline", "schedule", *args, "--schedules", str(schedules), "--host", HOST)
     assert result.exit_code == 1
     assert message in result.stderr and result.stderr.count("\n") == 1
     assert fake_client.requests == []
@@ -167,13 +205,15 @@ def test_real_client_refused(at_root, refusing_server):
                              "access namespace drcl)\n")
 
 
-def test_real_client_unreachable(at_root):
+def test_real_client_unreachable(at_root, schedules):
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     host = f"http://127.0.0.1:{port}"
-    result = drcl("pipeline", "schedule", "--cron", "0 0 3 * * *", "--host", host)
+    result = drcl("pipeline", "schedule", "--cron", "0 0 3 * * *", "--host", host,
+                  "--schedules", str(schedules))
     assert result.exit_code == 1
+    assert not (schedules / "drcl-scheduled.yaml").exists()  # declared only once applied
     line = result.stderr
     assert line.startswith(f"drcl: error: Kubeflow Pipelines at {host} is unreachable "
                            "(looking up pipeline 'drcl': ")

@@ -24,6 +24,8 @@ HostOption = Annotated[
     str | None,
     typer.Option("--host", help="Kubeflow Pipelines API endpoint (default: kubeflow.host)."),
 ]
+SchedulesOption = Annotated[
+    Path, typer.Option("--schedules", help="Folder of schedule files.", file_okay=False)]
 
 
 @pipeline_app.command("compile")
@@ -94,19 +96,22 @@ def schedule(
                                                      "'0 0 3 * * *' (03:00 daily).")],
     name: Annotated[str, typer.Option("--name", help="The recurring run's name.")]
     = "drcl-scheduled",
+    schedules: SchedulesOption = Path("infra/schedules"),
     params: ParamsOption = Path("params.yaml"),
     host: HostOption = None,
 ) -> None:
-    """Create one recurring run (one run at a time, no catch-up).
+    """Declare a recurring run (one run at a time, no catch-up) and apply the schedules.
 
-    Lasting schedules belong in infra/schedules/, applied by `drcl pipeline reconcile`.
+    Applies the folder's schedules with the new one, then writes its file (NAME.yaml, listed in
+    the folder's kustomization) for `drcl pipeline reconcile` and its CronJob; a name declared
+    already is refused.
     """
     from pydantic import ValidationError
 
     from drcl.config import load_params
     from drcl.errors import DrclError
-    from drcl.kfp.remote import connect, schedule
-    from drcl.kfp.schedules import ScheduleSpec, check_cron
+    from drcl.kfp.remote import connect, reconcile
+    from drcl.kfp.schedules import ScheduleSpec, check_cron, with_new_schedule, write_schedule
 
     def step() -> None:
         try:
@@ -115,16 +120,19 @@ def schedule(
             raise DrclError(f"--name: {name!r} must be lower-case letters, digits and '-'") \
                 from None
         p = load_params(params)
-        run_id = schedule(connect(p, host), p, spec)
-        typer.echo(f"recurring run {name!r} created ({spec.cron}): {run_id}")
+        specs = with_new_schedule(schedules, spec)
+        for action in reconcile(connect(p, host), p, specs):
+            typer.echo(str(action))
+        path = write_schedule(schedules, spec)
+        typer.echo(f"declared {name!r} ({spec.cron}) in {path}; commit it: the reconciler "
+                   "CronJob applies that folder")
 
     _run(step)
 
 
 @pipeline_app.command()
 def reconcile(
-    schedules: Annotated[Path, typer.Option("--schedules", help="Folder of schedule files.",
-                                            file_okay=False)] = Path("infra/schedules"),
+    schedules: SchedulesOption = Path("infra/schedules"),
     params: ParamsOption = Path("params.yaml"),
     host: HostOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,

@@ -10,6 +10,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drcl.atomic import atomic_path
 from drcl.errors import DrclError
 
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?-]+$")
@@ -68,3 +69,45 @@ def _load(path: Path) -> ScheduleSpec:
         loc = ".".join(str(p) for p in first["loc"]) or "file"
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
         raise DrclError(f"{path}: {loc}: {msg}") from None
+
+
+def with_new_schedule(folder: str | Path, spec: ScheduleSpec) -> list[ScheduleSpec]:
+    """The folder's schedules and ``spec``; a name declared already is refused (a schedule
+    changes by editing its file)."""
+    folder = Path(folder)
+    declared = load_schedules(folder)
+    if spec.name in {s.name for s in declared} or (folder / f"{spec.name}.yaml").exists():
+        raise DrclError(f"{folder}: schedule {spec.name!r} is declared already; edit its file "
+                        "and run `drcl pipeline reconcile`")
+    return [*declared, spec]
+
+
+def write_schedule(folder: str | Path, spec: ScheduleSpec) -> Path:
+    """Write ``spec`` as a schedule file in ``folder`` and list it in the folder's
+    kustomization, so that `reconcile`, by hand or from the CronJob, keeps its recurring run."""
+    folder = Path(folder)
+    path = folder / f"{spec.name}.yaml"
+    kustomization = folder / "kustomization.yaml"
+    listed = _with_file(kustomization, path.name) if kustomization.is_file() else None
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            "# A recurring run of the DRCL pipeline with params.yaml's values, applied by\n"
+            "# `drcl pipeline reconcile` (written by `drcl pipeline schedule`).\n"
+            + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    if listed is not None:
+        with atomic_path(kustomization) as tmp:
+            tmp.write_text(listed)
+    return path
+
+
+def _with_file(kustomization: Path, name: str) -> str:
+    """The kustomization's text with ``name`` added to the drcl-schedules ConfigMap's files."""
+    text = kustomization.read_text()
+    lines = text.splitlines(keepends=True)
+    entries = [i for i, line in enumerate(lines) if re.match(r"\s+- \S+\.yaml\s*$", line)]
+    if not entries:
+        raise DrclError(f"{kustomization}: no schedule file listed under configMapGenerator "
+                        f"files; add {name} there by hand")
+    last = lines[entries[-1]]
+    lines.insert(entries[-1] + 1, last[:len(last) - len(last.lstrip())] + f"- {name}\n")
+    return "".join(lines)
