@@ -391,6 +391,35 @@ def profile_apply(
     run_step(step)
 
 
+example_app = typer.Typer(help="Example data sets that README.md's walk-throughs run on.",
+                          no_args_is_help=True)
+app.add_typer(example_app, name="example")
+
+
+@example_app.command("scene")
+def example_scene(
+    path: Annotated[Path, typer.Argument(help="The .npz file to write.")]
+    = Path("data/scene.npz"),
+) -> None:
+    """A feature file in the .npz format: three views of four scene classes."""
+    from drcl.examples import write_scene
+
+    run_step(lambda: typer.echo(f"wrote {write_scene(path)}: views view0, view1 (paired by id), "
+                                "view2; classes beach, city, forest, snow"))
+
+
+@example_app.command("raw")
+def example_raw(
+    folder: Annotated[Path, typer.Argument(help="The folder to write (manifest.csv inside).")]
+    = Path("data/raw"),
+) -> None:
+    """Raw items and their manifest: digit photos (image), captions (text) and scans (scan)."""
+    from drcl.examples import write_raw
+
+    run_step(lambda: typer.echo(f"wrote {len(write_raw(folder))} items to {folder}/manifest.csv:"
+                                " modalities image, text, scan; classes zero, one, two"))
+
+
 storage_app = typer.Typer(help="The S3 bucket behind the DVC remote.", no_args_is_help=True)
 app.add_typer(storage_app, name="storage")
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -44,6 +45,15 @@ class SplitRatios(_Strict):
         if abs(self.train + self.val + self.test - 1.0) > 1e-6:
             raise ValueError("train + val + test must sum to 1")
         return self
+
+
+def _name_of_class(value: object) -> object:
+    """A whole number names a class as its digits do: YAML and `dvc exp run -S` read
+    `[3, 8]` as numbers, and the digits' classes are named "3" and "8"."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+ClassName = Annotated[str, BeforeValidator(_name_of_class)]
 
 
 class DvcRef(_Strict):
@@ -96,9 +106,10 @@ class DataParams(_Strict):
     modalities: list[str] | None = None
     split: SplitRatios = SplitRatios()
     noise: NoiseParams = NoiseParams()
-    unseen_classes: list[str] | None = None
+    unseen_classes: list[ClassName] | None = None
     unseen_class_count: Annotated[int, Field(ge=1)] | None = None
-    class_text: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
+    class_text: dict[ClassName, Annotated[str, Field(min_length=1)]] = \
+        Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_way_to_hold_out(self) -> DataParams:
