@@ -428,3 +428,20 @@ def class_set_report(embeddings: Mapping[str, ArrayLike], labels: Mapping[str, A
     tables, _ = direction_report(sub_embeddings, sub_labels, k=k, multi_label=multi_label,
                                  query_chunk=query_chunk, device=device)
     return tables
+
+
+def chance_map(query_labels: np.ndarray, database_labels: np.ndarray, *,
+               query_chunk: int = 1024) -> float:
+    """MAP@all of a ranking that knows nothing: the mean, over queries, of the share of the
+    database relevant to each (sharing a label), which is what a random order's AP averages to
+    as the database grows. The floor a model must beat when labels are too noisy for absolute
+    thresholds. Chunked over queries: never a full query x database matrix."""
+    database = np.asarray(database_labels, dtype=np.float32) > 0
+    if database.shape[0] == 0 or len(query_labels) == 0:
+        return 0.0
+    shares = []
+    for start in range(0, len(query_labels), query_chunk):
+        block = np.asarray(query_labels[start:start + query_chunk], dtype=np.float32) > 0
+        relevant = (block.astype(np.float32) @ database.T.astype(np.float32)) > 0
+        shares.append(relevant.mean(axis=1))
+    return float(np.concatenate(shares).mean())

@@ -137,3 +137,26 @@ def test_a_refused_or_failed_run_keeps_the_last_good_outputs(tmp_path):
     assert failed.returncode != 0
     assert "moved.npz: npz file not found" in failed.stderr + failed.stdout
     assert outputs(tmp_path) == before
+
+    # `dvc exp run` starts from the last commit (README, "The pipeline"): an experiment applied
+    # and not committed gives way to the commit's outputs, also when the next one fails, and
+    # `dvc exp apply` brings it back
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    for cmd in (["git", "checkout", "params.yaml"], ["git", "add", "-A"],
+                [*git, "commit", "-qm", "a run to keep"]):
+        assert run(cmd, tmp_path).returncode == 0
+    committed = outputs(tmp_path)
+    three = run(["dvc", "exp", "run", "-n", "three", "-S", "data.modalities=[image,text,audio]"],
+                tmp_path)
+    assert three.returncode == 0, three.stdout + three.stderr
+    assert run(["dvc", "exp", "apply", "three"], tmp_path).returncode == 0
+    applied = outputs(tmp_path)
+    assert "models/encoders/audio.safetensors" in applied
+    assert run(["git", "checkout", "params.yaml"], tmp_path).returncode == 0
+    failed = run(["dvc", "exp", "run", "-S", "data.path=moved.npz"], tmp_path)
+    assert failed.returncode != 0
+    encoders = {k: v for k, v in outputs(tmp_path).items() if k.startswith("models/encoders/")}
+    assert encoders == {k: v for k, v in committed.items() if k.startswith("models/encoders/")}
+    assert run(["dvc", "exp", "apply", "three"], tmp_path).returncode == 0
+    assert outputs(tmp_path)["models/encoders/audio.safetensors"] == \
+        applied["models/encoders/audio.safetensors"]

@@ -39,6 +39,14 @@ def test_noise_then_correction_from_the_command_line(project):
         assert png.height > png.width  # the loss panel and, below it, the correction panel
     weights = (project / "models/encoders/image.safetensors").read_bytes()
 
+    # the gate on noisy validation labels: each direction above chance, not the clean floors
+    drcl("train", "--modality", "text")
+    result = CliRunner().invoke(app, ["promote", "--report", "promotion.json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((project / "promotion.json").read_text())
+    assert report["verdict"] == "champion"
+    assert report["map_all"]["mean"] < 0.5  # the default floor it would have failed
+
     file = project / "data/prepared/image.npz"
     with np.load(file) as npz:
         arrays = dict(npz)

@@ -392,3 +392,20 @@ def test_mean_average_precision_rejects_bad_k():
         mean_average_precision(*_args(), k=0)
     with pytest.raises(DrclError, match=r"^database is empty"):
         mean_average_precision(*_args(nd=0))
+
+
+def test_chance_map_by_hand_and_against_random_rankings():
+    queries = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
+    database = np.eye(3, dtype=np.float32)[[0, 0, 1, 2, 2, 2]]
+    # shares of the database relevant to each query: 2/6, 1/6, 3/6, 3/6
+    assert metrics.chance_map(queries, database, query_chunk=3) == pytest.approx(
+        (2 / 6 + 1 / 6 + 3 / 6 + 3 / 6) / 4)
+    multi = np.asarray([[1, 1, 0]], dtype=np.float32)  # relevant: shares any label
+    assert metrics.chance_map(multi, database) == pytest.approx(3 / 6)
+    # what a random order's MAP averages to, on a database of a few hundred items
+    rng = np.random.default_rng(0)
+    labels = np.eye(4, dtype=np.float32)[rng.integers(0, 4, size=400)]
+    random_map = np.mean([mean_average_precision(
+        rng.normal(size=(50, 8)).astype(np.float32), labels[:50],
+        rng.normal(size=(400, 8)).astype(np.float32), labels) for _ in range(5)])
+    assert metrics.chance_map(labels[:50], labels) == pytest.approx(random_map, abs=0.02)

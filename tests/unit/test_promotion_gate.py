@@ -48,3 +48,22 @@ def test_a_new_modality_has_nothing_to_gain_over():
 def test_nothing_to_measure_is_an_error():
     with pytest.raises(DrclError, match="no direction to evaluate"):
         decide({}, None, RULES, gain_required=False)
+
+
+CHANCE = {"a->b": 0.25, "b->a": 0.25}
+
+
+def test_on_noisy_labels_the_floors_give_way_to_chance():
+    noisy = {"a->b": 0.31, "b->a": 0.27}  # far below the floors, as noisy labels measure
+    assert not decide(noisy, None, RULES, gain_required=True).promoted
+    decision = decide(noisy, None, RULES, gain_required=True, chance=CHANCE)
+    assert decision.promoted and decision.reasons == ()
+    at_chance = decide({"a->b": 0.31, "b->a": 0.25}, None, RULES, gain_required=True,
+                       chance=CHANCE)
+    assert at_chance.reasons == ("MAP@all b->a 0.2500 (chance 0.2500) not above chance on "
+                                 "noisy labels",)
+    # the gain over the champions, measured on the same labels, still decides
+    worse = decide(noisy, {"a->b": 0.33, "b->a": 0.29}, RULES, gain_required=True,
+                   chance=CHANCE)
+    assert worse.reasons == ("gain -0.0200 over the champions on 2 direction(s) < "
+                             "promotion.min_gain 0.01",)
