@@ -277,7 +277,7 @@ def champion(
 @app.command()
 def unlock(
     holder: Annotated[str, typer.Option(
-        "--holder", help="The holder the lock error names (user@host:pid:start).")],
+        "--holder", help="The holder the lock error names (user@host/machine:pid:start).")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Break the registry's commit lock of a holder that died where drcl cannot tell (another

@@ -308,6 +308,26 @@ def test_a_dead_holder_on_this_host_is_seen_at_once(projects, tmp_path, client, 
     assert drcl(a, monkeypatch, "promote").exit_code == 0  # no five-minute wait
 
 
+def test_a_dead_holder_is_judged_only_on_its_own_machine(projects, tmp_path, client,
+                                                         monkeypatch):
+    """Containers often share a host name: a pid of another kernel or pid namespace under the
+    same name is never taken for a dead process of this one; the lease decides."""
+    from drcl.processes import identity, is_dead, machine
+
+    holder = subprocess.Popen([sys.executable, "-c", "pass"])
+    holder.wait()
+    name = identity(holder.pid)
+    assert f"/{machine()}:{holder.pid}:" in name and is_dead(name)
+    other_container = name.replace(f"/{machine()}:", "/0123456789abcdef.4026531836:")
+    assert not is_dead(other_container)
+    assert not is_dead(name.replace(f"/{machine()}:", ":"))  # no machine named: unknown
+    a = projects.copy(tmp_path / "a")
+    take_ticket(client, other_container, time.time() + LEASE_S)
+    write_project_params(a, registry={"lock_wait_s": 0.5})
+    refused = drcl(a, monkeypatch, "promote")
+    assert refused.exit_code == 1 and "0123456789abcdef.4026531836" in refused.stderr
+
+
 def test_a_lock_is_broken_by_hand_only_for_the_holder_named(projects, tmp_path, client,
                                                             monkeypatch):
     a = projects.copy(tmp_path / "a")
