@@ -3,6 +3,12 @@ remote on the S3 test server, and a feature file added, pushed and committed per
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.integration.project import run, write_features
@@ -34,3 +40,28 @@ def publish(work: Path, env: dict[str, str], *, seed: int, message: str) -> str:
         done = run(cmd, work, env)
         assert done.returncode == 0, (cmd, done.stdout, done.stderr)
     return run(["git", "rev-parse", "HEAD"], work, env).stdout.strip()
+
+
+@contextmanager
+def git_server(root: Path) -> Iterator[str]:
+    """The repositories under `root` served read-only over git:// on 127.0.0.1 (git daemon), as
+    a cluster's tasks reach a git server; yields the base URL. Stopped when the block ends."""
+    from tests.services import free_ports
+
+    (port,) = free_ports(1)
+    proc = subprocess.Popen(["git", "daemon", f"--base-path={root}", "--export-all",
+                             "--reuseaddr", "--listen=127.0.0.1", f"--port={port}", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"git://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["git", "ls-remote", f"{url}/{next(root.glob('*.git')).name}"],
+                             capture_output=True, check=False).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"git daemon on port {port} did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -310,7 +310,7 @@ def the_registry(p: Project) -> None:
     assert "promote   v2" in out[0] and "(was v1)" in out[0]
     client = MlflowClient(tracking_uri=p.env["MLFLOW_TRACKING_URI"])
     set_model = client.get_registered_model("drcl-set")
-    assert set_model.aliases["champion"] == "2"
+    assert str(set_model.aliases["champion"]) == "2"
     champion = client.get_model_version("drcl-set", "2")
     assert set(json.loads(champion.tags["drcl.members"])) == {"image", "text", "scan"}
     history = json.loads(subprocess.run(["drcl", "history", "--format", "json"], cwd=p.root,
@@ -367,7 +367,7 @@ def scenario_kubeflow(project, s3_server, tmp_path):
     prior is the semantic one, so zero-shot retrieval runs on the cluster's path too."""
     from mlflow import MlflowClient
 
-    from tests.integration.data_repo import GIT, data_repository
+    from tests.integration.data_repo import GIT, data_repository, git_server
 
     p = project(train={"epochs": 3}, prior={"method": "semantic"})
     env = s3_server.env()
@@ -387,11 +387,12 @@ def scenario_kubeflow(project, s3_server, tmp_path):
                                       capture_output=True, text=True, check=True).stdout.strip())
 
     publish(0)
-    (p.root / "params" / "scenes.yaml").write_text(yaml.safe_dump({"data": {
-        "source": "npz", "path": "data/scene.npz", "dvc": {"repo": f"file://{origin}",
-                                                            "rev": "main"},
-        "modalities": ["view0", "view1"], "unseen_classes": ["city", "snow"]}}))
-    out = p.run_blocks("kubeflow", between=lambda _: publish(1))
+    with git_server(origin.parent) as server:  # reached over the network, as from a cluster
+        (p.root / "params" / "scenes.yaml").write_text(yaml.safe_dump({"data": {
+            "source": "npz", "path": "data/scene.npz",
+            "dvc": {"repo": f"{server}/{origin.name}", "rev": "main"},
+            "modalities": ["view0", "view1"], "unseen_classes": ["city", "snow"]}}))
+        out = p.run_blocks("kubeflow", between=lambda _: publish(1))
     first = out[0].splitlines()
     assert any(line.startswith("test MAP@all ") and "unseen.MAP@all " in line for line in first)
     assert f"at {commits[0][:12]}" in next(line for line in first if line.startswith("data: "))

@@ -13,7 +13,12 @@ from typer.testing import CliRunner
 from drcl.cli import app
 from drcl.config import parse_params
 from drcl.errors import DrclError
-from drcl.kfp.project import STAGE_GROUPS, compile_pipeline, pipeline_arguments
+from drcl.kfp.project import (
+    STAGE_GROUPS,
+    check_cluster_data,
+    compile_pipeline,
+    pipeline_arguments,
+)
 from tests.pipeline.conftest import ROOT
 
 GOLDEN = Path(__file__).parent / "golden" / "drcl_pipeline.yaml"
@@ -305,6 +310,10 @@ def test_a_store_is_required(tmp_path, project_params):
      "extract.manifest: 'raw/items.csv' is a file on this machine"),
     ({"source": "npz", "path": "data/scene.npz", "dvc": {"repo": "https://git.example.com/d"}},
      {}, "data.modalities: the pipeline trains"),
+    *[({"source": "npz", "path": "data/scene.npz", "modalities": ["a"], "dvc": {"repo": repo}},
+       {}, f"data.dvc.repo: '{repo}' is a repository on this machine, which a cluster's tasks "
+           "cannot clone")
+      for repo in ("file:///srv/scenes", "/srv/scenes.git", "../scenes", "scenes")],
 ])
 def test_data_a_cluster_cannot_read_fails_at_compile_time(tmp_path, project_params, data,
                                                           extract, message):
@@ -314,6 +323,16 @@ def test_data_a_cluster_cannot_read_fails_at_compile_time(tmp_path, project_para
     with pytest.raises(DrclError, match=message):
         compile_pipeline(params, tmp_path / "p.yaml")
     assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("repo", ["ssh://git.example.com/ml/scenes.git",
+                                  "git@git.example.com:ml/scenes.git",
+                                  "git://git.example.com/ml/scenes.git"])
+def test_a_repository_a_cluster_can_clone_compiles(tmp_path, project_params, repo):
+    params = parse_params({**project_params.model_dump(mode="json"), "data": {
+        "source": "npz", "path": "data/scene.npz", "modalities": ["view0", "view1"],
+        "dvc": {"repo": repo, "rev": "main"}}})
+    check_cluster_data(params)
 
 
 def test_data_named_through_dvc_compiles(tmp_path, project_params):

@@ -3,6 +3,7 @@ repository and install with drcl as drcl.pipelines and drcl.components."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ def check_cluster_data(params: Params) -> None:
     copy. Data reaches a cluster through DVC (data.dvc), or from an absolute path inside the
     task's container (the image or a volume)."""
     data, extract = params.data, params.extract
+    if data.dvc is not None and _on_this_machine(data.dvc.repo):
+        raise DrclError(f"data.dvc.repo: {data.dvc.repo!r} is a repository on this machine, "
+                        "which a cluster's tasks cannot clone; push it to a git server the "
+                        "cluster reaches (https://, ssh://, git://, git@host:path)")
     if data.path is not None and data.dvc is None and not data.path.is_absolute() \
             and data.source != "extracted":
         raise DrclError(f"data.path: {str(data.path)!r} is a file on this machine, which a "
@@ -63,6 +68,15 @@ def check_cluster_data(params: Params) -> None:
         raise DrclError(f"extract.manifest: {str(extract.manifest)!r} is a file on this "
                         "machine, which a cluster's tasks cannot read; give an absolute path "
                         "inside the image or a mounted volume")
+
+
+def _on_this_machine(repo: str) -> bool:
+    """A file: URL or a path (anything without a scheme that is not scp's host:path form)."""
+    if repo.startswith("file:"):
+        return True
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", repo):
+        return False
+    return not re.match(r"^[^/:\s]+:[^/]", repo) or Path(repo).exists()
 
 
 def compile_pipeline(params: Params, output: str | Path) -> float:
