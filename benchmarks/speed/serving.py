@@ -10,7 +10,11 @@ embeds a synthetic database of that many texts. Then, against that index:
   latency, for one query per request and for a batch of queries per request;
 - the same model loaded in the process (`mlflow.pyfunc.load_model`), `predict` alone;
 - `drcl search` as a user runs it, a new process per call (it loads the champions and reads the
-  index every time), for one query and for the batch.
+  index every time), for one query and for the batch;
+- under load: 32 clients at once (threads, each on its own kept-alive connection, one query per
+  request) for --load-seconds against `drcl serve` (1 and 2 workers) and `mlflow models serve`:
+  requests per second, p50/p99, answers that differ from `drcl search --format json` on the
+  same queries, 5xx answers, and the server's peak resident memory (all its processes).
 Results go to benchmarks/speed/serving.json.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import threading
 import json
 import os
 import shutil
@@ -68,7 +73,8 @@ def register(folder: Path, tracking: str) -> None:
                                members=members, member_priors=dict.fromkeys(members, sha),
                                weights=weights, extractors=dict.fromkeys(members, "precomputed"),
                                record={}, tags={})
-    registry.commit(made.version, action="promote", reason="benchmark")
+    with registry.locked(30):
+        registry.commit(made.version, action="promote", expected=None, reason="benchmark")
     client.set_terminated(run)
 
 
@@ -96,6 +102,75 @@ def served(port: int, bodies: list[bytes], requests: int) -> dict[str, float]:
     return percentiles(times)
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants (the server's workers), in MB."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in status.splitlines()
+                      if line.startswith("VmRSS:"))
+        todo += [int(c) for c in children]
+    return total / 1024
+
+
+def under_load(port: int, pid: int, bodies: list[bytes], expected: list[list[str]],
+               clients: int, seconds: float) -> dict[str, float]:
+    """`clients` threads asking one query per request for `seconds`; every answer checked."""
+    times: list[float] = []
+    failures = {"status_5xx": 0, "other_status": 0, "wrong_answers": 0}
+    peak = [0.0]
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        i = n
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            conn.request("POST", "/invocations", body=bodies[i % len(bodies)],
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            payload = response.read()
+            took = time.perf_counter() - start
+            with lock:
+                if response.status >= 500:
+                    failures["status_5xx"] += 1
+                elif response.status != 200:
+                    failures["other_status"] += 1
+                else:
+                    (answer,) = json.loads(payload)["predictions"]
+                    if [m["id"] for m in answer["matches"]] != expected[i % len(bodies)]:
+                        failures["wrong_answers"] += 1
+                    times.append(took)
+            i += clients
+        conn.close()
+
+    def sample() -> None:
+        while time.monotonic() < stop:
+            peak[0] = max(peak[0], tree_rss_mb(pid))
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    threads.append(threading.Thread(target=sample))
+    begun = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begun
+    ordered = sorted(times)
+    return {"clients": clients, "seconds": round(elapsed, 1), "requests": len(times),
+            "requests_per_s": len(times) / elapsed,
+            "p50_ms": 1000 * statistics.median(ordered),
+            "p99_ms": 1000 * ordered[round(0.99 * (len(ordered) - 1))],
+            "peak_rss_mb": peak[0], **failures}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", type=int, default=100_000)
@@ -103,6 +178,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--cli-repeats", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--load-seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=HERE / "serving.json")
     args = parser.parse_args()
 
@@ -134,7 +211,8 @@ def main() -> None:
         results: dict[str, object] = {"database": args.database, "dim": 512, "k": args.k,
                                       "batch": args.batch, "cpus": os.cpu_count()}
 
-        model = mlflow.pyfunc.load_model("models:/drcl-set@champion")
+        model = mlflow.pyfunc.load_model("models:/drcl-set@champion",
+                                         model_config={"index_root": str(work)})
         for name, request, repeats in (("one", asked[:1], args.requests),
                                        ("batch", asked, max(10, args.requests // 10))):
             model.predict(request, params=params)
@@ -155,6 +233,28 @@ def main() -> None:
             results["serve_ready_s"] = time.perf_counter() - start
             results["served_one"] = served(port, singles, args.requests)
             results["served_batch"] = served(port, batch, max(10, args.requests // 10))
+
+        # the answers `drcl search` gives, to check every answer under load against
+        searched = json.loads(subprocess.run(
+            [BIN / "drcl", "search", "-q", "image", "--queries", "batch.npy", "--database",
+             "index.npz", "-k", str(args.k), "--format", "json"], cwd=work, env=env, check=True,
+            capture_output=True, text=True).stdout)
+        expected = [[m["id"] for m in answer["matches"]] for answer in searched["results"]]
+        servers = {
+            "drcl_serve_1_worker": [str(BIN / "drcl"), "serve", "--workers", "1"],
+            "drcl_serve_2_workers": [str(BIN / "drcl"), "serve", "--workers", "2"],
+            "mlflow_models_serve": [str(BIN / "mlflow"), "models", "serve", "--env-manager",
+                                    "local", "--host", "127.0.0.1"],
+        }
+        for name, cmd in servers.items():
+            (port,) = free_ports(1)
+            cmd = [*cmd, "-m", "models:/drcl-set@champion", "--port", str(port)]
+            with running(cmd, health=f"http://127.0.0.1:{port}/ping", cwd=work, env=env,
+                         log=work / f"{name}.log", timeout=180) as proc:
+                served(port, singles[:5], 5)  # warm: the index is read once
+                results[f"load_{name}"] = under_load(port, proc.pid, singles, expected,
+                                                     args.clients, args.load_seconds)
+                print(name, results[f"load_{name}"], flush=True)
 
         for name, file in (("one", "one.npy"), ("batch", "batch.npy")):
             times = []

@@ -275,6 +275,48 @@ def champion(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="The model to serve: a registry URI or an MLflow Model folder.")]
+    = "models:/drcl-set@champion",
+    host: Annotated[str, typer.Option(envvar="DRCL_SERVE_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="DRCL_SERVE_PORT")] = 5001,
+    workers: Annotated[int, typer.Option(min=1, envvar="DRCL_SERVE_WORKERS",
+                                         help="Processes, each with the model loaded.")] = 1,
+    max_request_mb: Annotated[float, typer.Option(
+        min=0.001, envvar="DRCL_SERVE_MAX_REQUEST_MB",
+        help="Larger request bodies get a 413 before they are read whole.")] = 16.0,
+) -> None:
+    """Serve a set (or an encoder) over HTTP: MLflow's scoring server (POST /invocations, GET
+    /ping) with request limits in front; the model config comes from
+    MLFLOW_PYFUNC_INFERENCE_CONFIG, as for `mlflow models serve`."""
+    import os
+
+    from drcl.errors import DrclError
+
+    def step() -> None:
+        import uvicorn
+        from mlflow.exceptions import MlflowException
+
+        from drcl.serving import server
+
+        os.environ[server.MODEL_ENV] = model
+        os.environ[server.LIMIT_ENV] = str(max_request_mb)
+        try:
+            loaded = server.load(model)  # a model that cannot load stops here, in one line
+        except MlflowException as exc:
+            raise DrclError(f"{model}: {str(exc.message).splitlines()[0]}") from None
+        if workers == 1:
+            uvicorn.run(server.create_app(loaded), host=host, port=port, log_level="info")
+        else:
+            del loaded
+            uvicorn.run("drcl.serving.server:create_app", factory=True, host=host, port=port,
+                        workers=workers, log_level="info")
+
+    run_step(step)
+
+
+@app.command()
 def unlock(
     holder: Annotated[str, typer.Option(
         "--holder", help="The holder the lock error names (user@host/machine:pid:start).")],

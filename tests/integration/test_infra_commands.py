@@ -201,7 +201,8 @@ def test_the_serving_runtime_serves_a_champion_as_its_manifest_says(projects, tm
     env = container_env(spec, config_maps, {("drcl-s3", "AWS_ACCESS_KEY_ID"): "unused",
                                             ("drcl-s3", "AWS_SECRET_ACCESS_KEY"): "unused"})
     (port,) = free_ports(1)
-    env |= {"MLFLOW_HOST": HOST, "MLFLOW_PORT": str(port), "HOME": str(tmp_path),
+    assert env["DRCL_SERVE_HOST"] == "0.0.0.0" and env["DRCL_SERVE_PORT"] == "8080"
+    env |= {"DRCL_SERVE_HOST": HOST, "DRCL_SERVE_PORT": str(port), "HOME": str(tmp_path),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     (container,) = runtime["spec"]["containers"]
     command = [str(models) if part == "/mnt/models" else part

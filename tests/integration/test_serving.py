@@ -3,11 +3,16 @@ answers are `drcl search`'s, bad requests are one-line errors, damaged weights r
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from typer.testing import CliRunner
 
 from drcl.cli import app
 from drcl.model import embed, load_encoder
+from tests.services import free_ports, running
 
 CHAMPION = "models:/drcl-set@champion"
 
@@ -106,6 +112,8 @@ def test_bad_requests_are_one_line_errors(promoted, tmp_path, monkeypatch):
         ([{"modality": "image", "text": "a dog"}], None,
          "the image encoder takes 12-d precomputed features, not text"),
         ([good], {"database": index, "top_k": 0}, "params top_k must be at least 1, got 0"),
+        ([good], {"database": index, "top_k": 10**9}, "params top_k 1000000000 is over this "
+                                                    "deployment's 1000 matches per query"),
         ([good], {"database": str(tmp_path / "none.npz")}, "params database: no index file"),
         ([good], {"database": str(tmp_path / "plain.npy")}, "is not an index"),
     ]:
@@ -232,3 +240,96 @@ def test_concurrent_requests_share_one_model_safely(promoted, monkeypatch):
         thread.join()
     assert not errors, errors[:3]
     assert answered[0] >= 32
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_drcl_serve_refuses_at_the_door_and_answers_like_the_model(promoted, tmp_path):
+    """`drcl serve` as README.md starts it: a request the model would not see whole (too big,
+    no `inputs`, params it does not take) is refused with one line; 32 clients at once get the
+    model's own answers."""
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    model = mlflow.pyfunc.load_model(CHAMPION)
+    asked = queries(promoted)
+    expected = [[m.model_dump() for m in a.matches]
+                for a in model.predict(asked, params={"database": "text-index.npz", "top_k": 3})]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with running(["drcl", "serve", "-m", CHAMPION, "--port", str(port), "--max-request-mb",
+                  "0.5"], health=url + "/ping", cwd=promoted, env=env,
+                 log=tmp_path / "serve.log", timeout=120):
+        good = {"inputs": asked, "params": {"database": "text-index.npz", "top_k": 3}}
+        status, answer = post(url, json.dumps(good).encode())
+        assert status == 200
+        assert [[m for m in a["matches"]] for a in answer["predictions"]] == expected
+        for body, status_wanted, message in [
+            ({**good, "params": {"database": "text-index.npz", "topk": 3}}, 400,
+             "request: unknown params 'topk'; this model takes database, top_k"),
+            ({}, 400, "request: the body is a JSON object with `inputs`"),
+            ({"instances": asked}, 400, "found keys 'instances'"),
+            ({"inputs": {"modality": "image"}}, 400, "`inputs` is a list of queries"),
+            ({**good, "params": {"database": "http://127.0.0.1:9/x.npz"}}, 400,
+             "params database: http://127.0.0.1:9/x.npz is not an index this deployment serves"),
+            ({**good, "params": {"database": "text-index.npz", "top_k": 10**9}}, 400,
+             "params top_k 1000000000 is over this deployment's 1000 matches per query"),
+        ]:
+            status, error = post(url, json.dumps(body).encode())
+            assert status == status_wanted, (body.keys(), status, error)
+            assert message in error["message"] and "\n" not in error["message"], error
+
+        # a body over the limit is refused from its declared length, before it is sent
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.putrequest("POST", "/invocations")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(200 * 2**20))
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["message"] == (
+            "request: body of 200.0 MB is over this server's limit of 0.5 MB (drcl serve "
+            "--max-request-mb); send fewer queries per request")
+        conn.close()
+
+        errors: list[str] = []
+        answered = [0]
+        stop = time.monotonic() + 5
+
+        def client(n: int) -> None:
+            while time.monotonic() < stop:
+                status, got = post(url, json.dumps(good).encode())
+                if status != 200 or [a["matches"] for a in got["predictions"]] != expected:
+                    errors.append(f"client {n}: {status} {str(got)[:200]}")
+                    return
+                answered[0] += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors[:3]
+        assert answered[0] >= 32
+
+
+def test_drcl_serve_of_a_damaged_model_stops_with_one_line(promoted, tmp_path):
+    folder = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tmp_path / "m")))
+    weights = folder / "artifacts/drcl/text/encoder.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-40] ^= 0x01
+    weights.write_bytes(bytes(data))
+    done = subprocess.run(["drcl", "serve", "-m", str(folder), "--port", "1"], cwd=tmp_path,
+                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}"
+                                                    f"{os.pathsep}{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("drcl: error: ") and "drcl-encoder-text v1: the stored weights " \
+        "differ" in last, done.stderr[-2000:]

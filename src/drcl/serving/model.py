@@ -102,6 +102,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
         self.indexes = [listed] if isinstance(listed, str) else [str(i) for i in listed]
         self.index_root = str(config.get("index_root") or "")
         self.max_index_bytes = int(float(config.get("max_index_mb", 4096)) * 2**20)
+        self.max_top_k = int(config.get("max_top_k", 1000))
 
     def predict(self, context: Any, model_input: list[Query],
                 params: dict[str, Any] | None = None) -> list[Answer]:
@@ -118,6 +119,9 @@ class DrclModel(mlflow.pyfunc.PythonModel):
         k = int(params.get("top_k", DEFAULT_PARAMS["top_k"]))
         if database and k < 1:
             raise DrclError(f"request: params top_k must be at least 1, got {k}")
+        if database and k > self.max_top_k:
+            raise DrclError(f"request: params top_k {k} is over this deployment's "
+                            f"{self.max_top_k} matches per query (model config `max_top_k`)")
         names = [q.id if q.id is not None else str(i) for i, q in enumerate(queries)]
         embedded = self._embed(queries, names)
         if not database:

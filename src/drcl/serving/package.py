@@ -40,7 +40,8 @@ MODEL_CODE = Path(__file__).with_name("model_code.py")
 # `indexes` (a list of index paths or URIs) and `index_root` (a folder or URI prefix) fix which
 # indexes a request may name; with neither, index files under the server's working directory
 MODEL_CONFIG: dict[str, object] = {"device": "auto", "precision": "auto", "indexes": [],
-                                   "index_root": "", "max_index_mb": 4096}
+                                   "index_root": "", "max_index_mb": 4096,
+                                   "max_top_k": 1000}
 
 
 @dataclass(frozen=True)
