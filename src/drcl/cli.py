@@ -22,9 +22,13 @@ app = typer.Typer(
 app.add_typer(pipeline_app, name="pipeline")
 
 def _layout():
+    """The workspace, with any output set a crash left half-landed finished first."""
+    from drcl.atomic import recover
     from drcl.layout import Layout
 
-    return Layout()
+    layout = Layout()
+    recover(layout.out)
+    return layout
 
 
 @app.command()

@@ -184,3 +184,46 @@ def test_a_mistyped_store_is_refused_not_created(tmp_path):
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert f"MLFLOW_TRACKING_URI: no MLflow store at {typo}" in done.stderr
     assert not typo.exists()
+
+
+DYING_WHILE_LANDING = """
+import os
+import drcl.atomic as atomic
+from drcl.cli import app
+
+real, moves = atomic._replace, [0]
+
+def dying(new, target):
+    real(new, target)
+    if os.path.exists(atomic.JOURNAL):  # landing: the outputs are moving into place
+        moves[0] += 1
+        if moves[0] == 2:
+            os._exit(9)
+
+atomic._replace = dying
+app(["train", "--modality", "image"])
+"""
+
+
+def test_a_training_killed_while_its_outputs_land_is_finished_by_the_next_command(project):
+    """`drcl train` killed (os._exit) after two of its four outputs moved into place; the next
+    command finishes the set before it reads anything."""
+    import subprocess
+    import sys
+
+    run_pipeline()
+    outputs = [project / p for p in ("models/encoders/image.safetensors",
+                                     "metrics/train/image.json", "plots/train/image.csv",
+                                     "plots/images/train_image.png")]
+    before = [p.read_bytes() for p in outputs]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    write_params(project, data=params["data"], train={"lr": 5e-3})
+    child = subprocess.run([sys.executable, "-c", DYING_WHILE_LANDING], cwd=project,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert child.returncode == 9, child.stderr[-2000:]
+    mixed = [p.read_bytes() != b for p, b in zip(outputs, before, strict=True)]
+    assert any(mixed) and not all(mixed)  # new metrics beside old weights, or the reverse
+    result = drcl("evaluate")
+    assert result.exit_code == 0, result.output
+    assert all(p.read_bytes() != b for p, b in zip(outputs, before, strict=True))
+    assert not (project / ".drcl-landing.json").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from drcl.atomic import atomic_path, write_json
+from drcl.atomic import output_set, write_json
 from drcl.config import Params
 from drcl.data.dataset import dataset_checksum, load_manifest
 from drcl.data.zero_shot import seen_classes
@@ -53,14 +53,15 @@ def evaluate_encoders(params: Params, layout: Layout) -> dict:
                                               device=device)
                        for name, classes in sets.items()}
         curves = {direction: (res.recall, res.precision) for direction, res in results.items()}
-        with atomic_path(layout.pr_curves) as tmp:
-            tmp.mkdir()
+        with output_set(layout.out) as out:  # the curves and the report land together
+            folder = out.path(layout.pr_curves)
+            folder.mkdir()
             for direction, (recall, precision) in curves.items():
                 q, d = direction.split("->")
-                _write_pr_csv(tmp / f"{q}_to_{d}.csv", recall, precision)
-        pr_curves_png(curves, layout.pr_image,
-                      title=f"Precision-recall on {manifest.name} (test)")
-        write_json(layout.eval_metrics, report)
+                _write_pr_csv(folder / f"{q}_to_{d}.csv", recall, precision)
+            pr_curves_png(curves, out.path(layout.pr_image),
+                          title=f"Precision-recall on {manifest.name} (test)")
+            write_json(out.path(layout.eval_metrics), report)
         run.log_metrics(flatten(report))
         run.set_tags({"drcl.prior_sha256": next(iter(priors.values())),
                       "drcl.precision": resolved_precision(params.precision, device)})

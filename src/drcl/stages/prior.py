@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from drcl.atomic import atomic_path, write_csv, write_json
+from drcl.atomic import output_set, write_csv, write_json
 from drcl.config import Params, for_data
 from drcl.correction import save_posteriors
 from drcl.data.dataset import Manifest, dataset_checksum, load_manifest
@@ -35,20 +35,23 @@ def fit_prior(params: Params, layout: Layout) -> PriorResult:
                    data_source=manifest.source) as run:
         result = select_prior(modalities, num_classes=manifest.num_classes, params=params,
                               device=device, semantics=_semantics(params, manifest, device))
-        with atomic_path(layout.prior_plots) as tmp:
-            tmp.mkdir()
-            for name, cand in result.candidates.items():
-                write_csv(tmp / f"{name}.csv", cand.history)
-                run.log_history(cand.history, prefix=f"spl.{name}.")
         precision = resolved_precision(params.precision, device)
-        write_json(layout.prior_metrics, result.summary() | {"precision": precision})
-        save_prior(result.prior, layout.prior, extra=_semantic_tensors(result),
-                   method=result.method, chosen=result.chosen or "", dataset=manifest.name,
-                   classes=json.dumps([manifest.classes[c] for c in result.classes]),
-                   **_semantic_metadata(result, manifest))
-        save_posteriors(layout.posteriors, {m: (c.ids, c.posteriors)
-                                            for m, c in result.candidates.items()
-                                            if c.posteriors is not None})
+        with output_set(layout.out) as out:  # scores, curves, W and posteriors land together
+            plots = out.path(layout.prior_plots)
+            plots.mkdir()
+            for name, cand in result.candidates.items():
+                write_csv(plots / f"{name}.csv", cand.history)
+            write_json(out.path(layout.prior_metrics),
+                       result.summary() | {"precision": precision})
+            save_prior(result.prior, out.path(layout.prior), extra=_semantic_tensors(result),
+                       method=result.method, chosen=result.chosen or "", dataset=manifest.name,
+                       classes=json.dumps([manifest.classes[c] for c in result.classes]),
+                       **_semantic_metadata(result, manifest))
+            save_posteriors(out.path(layout.posteriors), {m: (c.ids, c.posteriors)
+                                                          for m, c in result.candidates.items()
+                                                          if c.posteriors is not None})
+        for name, cand in result.candidates.items():
+            run.log_history(cand.history, prefix=f"spl.{name}.")
         run.log_metrics({f"quality_score.{m}": s for m, s in result.summary()["scores"].items()})
         for name, cand in result.candidates.items():
             if cand.standardization is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from drcl.atomic import write_csv, write_json
+from drcl.atomic import output_set, write_csv, write_json
 from drcl.config import Params, for_data
 from drcl.correction import Corrected, Partners, load_posteriors, partners_of
 from drcl.data.dataset import file_sha256, load_modality
@@ -46,17 +46,19 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
                                observe=_label_accuracy(layout, modality, device),
                                partners=_partners(params, layout, data, device),
                                targets=target_kind(params, prior_meta.get("method", "spl")))
-        write_csv(layout.train_history(modality), result.history)
-        training_curve_png(result.history, layout.train_curve(modality),
-                           title=f"RSC training: {modality}", best_epoch=result.best_epoch)
         choice = result.standardization
-        write_json(layout.train_metrics(modality),
-                   {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                    "standardize": choice.as_dict(), "precision": precision})
-        save_encoder(result.encoder, layout.encoder(modality), prior_sha256=prior_checksum(prior),
-                     dataset=prior_meta.get("dataset", ""),
-                     standardize=json.dumps(choice.as_dict(), sort_keys=True),
-                     precision=precision)
+        with output_set(layout.out) as out:  # the curve, metrics and weights land together
+            write_csv(out.path(layout.train_history(modality)), result.history)
+            training_curve_png(result.history, out.path(layout.train_curve(modality)),
+                               title=f"RSC training: {modality}", best_epoch=result.best_epoch)
+            write_json(out.path(layout.train_metrics(modality)),
+                       {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                        "standardize": choice.as_dict(), "precision": precision})
+            save_encoder(result.encoder, out.path(layout.encoder(modality)),
+                         prior_sha256=prior_checksum(prior),
+                         dataset=prior_meta.get("dataset", ""),
+                         standardize=json.dumps(choice.as_dict(), sort_keys=True),
+                         precision=precision)
         run.log_history(result.history)
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                          **choice.metrics()})
