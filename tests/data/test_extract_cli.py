@@ -108,3 +108,22 @@ def test_extract_and_source_params_name_the_key(raw, message):
 
     with pytest.raises(DrclError, match=message):
         parse_params(raw)
+
+
+def test_a_missing_wikipedia_release_names_extract_manifest(tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from drcl.cli import app
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(root / "params", tmp_path / "params")
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["profile", "apply", "wikipedia_minilm"]).exit_code == 0
+    result = CliRunner().invoke(app, ["extract"])
+    assert result.exit_code == 1
+    assert result.stderr == ("drcl: error: extract.manifest: data/wikipedia is not the "
+                             "Wikipedia release folder (no categories.list there); link the "
+                             "release there (README, \"Ready data sets: profiles\")\n")

@@ -191,6 +191,10 @@ def _wikipedia_svcl(root: Path) -> ItemManifest:
     items, the raw article texts as text items, the protocol's split and the .list labels."""
     from drcl.data.sources import wikipedia_svcl as wiki
 
+    if not (root / "categories.list").is_file():
+        raise DrclError(f"extract.manifest: {root} is not the Wikipedia release folder (no "
+                        "categories.list there); link the release there (README, \"Ready "
+                        "data sets: profiles\")")
     classes = wiki.read_categories(root)
     items = []
     for split, suffix in (("train", "tr"), ("test", "te")):
