@@ -225,12 +225,11 @@ def test_the_kserve_manifests():
     assert container["name"] == "kserve-container"  # the name KServe fills in and probes
     assert container["image"] in {i["name"] for i in spec["images"]}
     argv = container["command"] + container["args"]
-    assert argv[:3] == ["mlflow", "models", "serve"]
+    assert argv[:2] == ["drcl", "serve"]
     assert argv[argv.index("-m") + 1] == "/mnt/models"  # where the storage initializer writes
-    assert argv[argv.index("--env-manager") + 1] == "local"  # the image holds drcl
     env = {e["name"]: e.get("value") for e in container["env"]}
-    port = int(env["MLFLOW_PORT"])  # `mlflow models serve` reads MLFLOW_HOST and MLFLOW_PORT
-    assert env["MLFLOW_HOST"] == "0.0.0.0"
+    port = int(env["DRCL_SERVE_PORT"])  # `drcl serve` reads DRCL_SERVE_HOST and DRCL_SERVE_PORT
+    assert env["DRCL_SERVE_HOST"] == "0.0.0.0"
     assert container["ports"][0]["containerPort"] == port
     assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": port}
     (generated,) = spec["configMapGenerator"]
@@ -256,10 +255,10 @@ def test_the_kserve_manifests():
 def test_the_runtime_serves_as_the_readme_does():
     """The cluster runs the command README.md shows and its tests run, on the model folder."""
     readme = (ROOT / "README.md").read_text()
-    shown = re.search(r"^mlflow models serve -m models:/drcl-set@champion (.+)$", readme,
-                      re.M)
+    shown = re.search(r"^drcl serve -m models:/drcl-set@champion (.+)$", readme, re.M)
     assert shown, "README.md: the serve command"
     runtime = yaml.safe_load((INFRA / "k8s/serving/serving-runtime.yaml").read_text())
     (container,) = runtime["spec"]["containers"]
-    flags = shown[1].split()
-    assert flags[:2] == container["args"][2:4]  # --env-manager local
+    assert container["command"] == ["drcl", "serve"]
+    assert container["args"] == ["-m", "/mnt/models"]  # host and port from its environment
+    assert shown[1].split()[0] == "--host"
