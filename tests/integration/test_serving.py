@@ -219,27 +219,38 @@ def test_concurrent_requests_share_one_model_safely(promoted, monkeypatch):
                      for a in model.predict(asked, params={"database": db, "top_k": 5})]
                 for db in ("text-index.npz", "audio-index.npz")}
     fresh = mlflow.pyfunc.load_model(CHAMPION)  # its cache starts empty: loads race too
+
+    def ask(n: int) -> str | None:
+        db = ("text-index.npz", "audio-index.npz")[n % 2]
+        got = [[m.model_dump() for m in a.matches]
+               for a in fresh.predict(asked, params={"database": db, "top_k": 5})]
+        return None if got == expected[db] else f"{db} answered differently"
+
+    hammer(ask)
+
+
+def hammer(ask, *, clients: int = 32, seconds: float = 5) -> None:
+    """`clients` threads calling `ask(n)` for `seconds`; `ask` returns what went wrong, or None.
+    Every answer must be right, and every client must have been answered."""
     errors: list[str] = []
     answered = [0]
-    stop = time.monotonic() + 5
+    stop = time.monotonic() + seconds
 
     def client(n: int) -> None:
-        db = ("text-index.npz", "audio-index.npz")[n % 2]
         while time.monotonic() < stop:
-            got = [[m.model_dump() for m in a.matches]
-                   for a in fresh.predict(asked, params={"database": db, "top_k": 5})]
-            if got != expected[db]:
-                errors.append(f"client {n}: {db} answered differently")
+            wrong = ask(n)
+            if wrong:
+                errors.append(f"client {n}: {wrong}")
                 return
             answered[0] += 1
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(32)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not errors, errors[:3]
-    assert answered[0] >= 32
+    assert answered[0] >= clients
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
@@ -298,25 +309,13 @@ def test_drcl_serve_refuses_at_the_door_and_answers_like_the_model(promoted, tmp
             "--max-request-mb); send fewer queries per request")
         conn.close()
 
-        errors: list[str] = []
-        answered = [0]
-        stop = time.monotonic() + 5
+        def ask(n: int) -> str | None:
+            status, got = post(url, json.dumps(good).encode())
+            if status != 200 or [a["matches"] for a in got["predictions"]] != expected:
+                return f"{status} {str(got)[:200]}"
+            return None
 
-        def client(n: int) -> None:
-            while time.monotonic() < stop:
-                status, got = post(url, json.dumps(good).encode())
-                if status != 200 or [a["matches"] for a in got["predictions"]] != expected:
-                    errors.append(f"client {n}: {status} {str(got)[:200]}")
-                    return
-                answered[0] += 1
-
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not errors, errors[:3]
-        assert answered[0] >= 32
+        hammer(ask)
 
 
 def test_drcl_serve_of_a_damaged_model_stops_with_one_line(promoted, tmp_path):
