@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import threading
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 

@@ -128,6 +128,31 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
     run_step(step)
 
 
+@app.command()
+def tune(
+    trials: Annotated[int | None, typer.Option(
+        "--trials", min=1, help="Trials a search, instead of tune.trials.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Search the train settings in tune.space for the best validation MAP@all (the prior
+    fixed); writes tune/best.yaml, a profile `drcl profile apply` sets in params.yaml."""
+    from drcl.config import load_params
+    from drcl.tune import tune as run_tune
+
+    def step() -> None:
+        try:
+            result = run_tune(load_params(params), _layout(), trials=trials, echo=typer.echo)
+        except KeyboardInterrupt:
+            typer.echo("drcl: interrupted; finished trials are kept in the study: run "
+                       "`drcl tune` again to go on", err=True)
+            raise typer.Exit(code=130) from None
+        typer.echo(f"validation MAP@all {result.best_map:.4f} (before: "
+                   f"{result.baseline_map:.4f}); apply with `drcl profile apply "
+                   f"{result.best_file}`, then `dvc repro`")
+
+    run_step(step)
+
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"

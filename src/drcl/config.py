@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -263,8 +263,41 @@ class TrainParams(_Strict):
     """Where J_MSE and J_D pull an item: `recast` y W_pinv (MRR), `class` y W^T (its class's
     column itself; the same for an orthonormal W); `auto`: class under a semantic prior."""
 
+    per_modality: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Any of these keys set for one modality only, e.g. {mor: {lr: 1.0e-3, alpha: 0.2}}:
+    where `drcl tune` writes what it found. Only the train stages read it, so changing it
+    retrains encoders against the same prior."""
+
     def lr_for(self, modality: str) -> float:
         return self.lr_per_modality.get(modality, self.lr)
+
+    def for_modality(self, modality: str) -> TrainParams:
+        """These settings as `modality`'s encoder trains with them: its `per_modality` entry
+        over the shared values, and `lr_per_modality` where that entry names no lr."""
+        override = self.per_modality.get(modality)
+        if not override and modality not in self.lr_per_modality:
+            return self
+        base = self.model_dump(mode="json", exclude={"per_modality"})
+        base["lr"] = self.lr_for(modality)
+        return TrainParams.model_validate(_deep_merge(base, override or {}))
+
+    @field_validator("per_modality")
+    @classmethod
+    def _overrides_are_train_keys(cls, value: dict[str, dict[str, Any]]
+                                  ) -> dict[str, dict[str, Any]]:
+        for modality, override in value.items():
+            if not isinstance(override, dict):
+                raise ValueError(f"{modality}: expected a mapping of train keys, "
+                                 f"got {override!r}")
+            for key in ("per_modality", "lr_per_modality"):
+                if key in override:
+                    raise ValueError(f"{modality}.{key}: not settable per modality")
+            try:
+                TrainParams.model_validate(_deep_merge(TrainParams().model_dump(mode="json"),
+                                                       override))
+            except ValidationError as exc:
+                raise ValueError(_one_line(modality, exc).replace(": ", ".", 1)) from None
+        return value
 
     @model_validator(mode="after")
     def _correction_has_epochs(self) -> TrainParams:
@@ -272,6 +305,99 @@ class TrainParams(_Strict):
             raise ValueError(f"correction.warmup: {self.correction.warmup} warm-up epochs "
                              f"leave none of train.epochs {self.epochs} to correct labels in")
         return self
+
+
+TUNABLE: dict[str, type] = {
+    "train.lr": float, "train.alpha": float, "train.beta": float, "train.mixup.g": float,
+    "train.mixup.beta_a": float, "train.epochs": int, "train.batch_size": int,
+    "train.mixup.kind": str, "train.use_fa": bool, "train.use_mrr": bool,
+    "train.label_loss": str, "train.selection": str,
+}
+"""Keys `tune.space` may search: the train stage's, settable per modality, so a tuned value
+retrains the encoders against the same prior."""
+
+
+class SearchRange(_Strict):
+    """One key's range: `low`..`high` (on a log scale with `log`), or a list of `choices`."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[str | bool | int | float] | None = None
+
+    @model_validator(mode="after")
+    def _a_range_or_choices(self) -> SearchRange:
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices: empty; list at least one value")
+            if self.low is not None or self.high is not None:
+                raise ValueError("give low and high, or choices, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected low and high (a range) or choices (a list)")
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range: low {self.low} >= high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: a log-scale range needs low > 0, got {self.low}")
+        return self
+
+
+def _default_space() -> dict[str, SearchRange]:
+    return {"train.lr": SearchRange(low=1e-4, high=3e-3, log=True),
+            "train.alpha": SearchRange(low=0.0, high=0.5),
+            "train.beta": SearchRange(low=0.0, high=0.5),
+            "train.mixup.g": SearchRange(low=0.6, high=1.0)}
+
+
+class TuneParams(_Strict):
+    """`drcl tune`: Optuna's search over `space` for the best validation MAP@all (on
+    `promotion.split`'s validation items, never test), the prior fixed."""
+
+    space: dict[str, SearchRange] = Field(default_factory=_default_space)
+    strategy: Literal["coordinate", "joint"] = "coordinate"
+    """coordinate: each modality's values searched alone, against the others' best encoders so
+    far (the prior fixed, each modality trains alone); joint: one set of values for all."""
+    trials: Annotated[int, Field(ge=1)] = 16
+    """Trials per search: per modality (coordinate), or in all (joint; each trains every
+    modality, so the same number costs the same training time)."""
+    timeout_s: PositiveFloat | None = None
+    pruning: bool = True
+    storage: str | None = None
+    """An Optuna storage URL (the cluster's PostgreSQL); null: sqlite tune/study.db."""
+    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "drcl"
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, value: dict[str, SearchRange]) -> dict[str, SearchRange]:
+        if not value:
+            raise ValueError("empty; name at least one key, e.g. train.lr: {low: 1.0e-4, "
+                             "high: 3.0e-3, log: true}")
+        for key, spec in value.items():
+            if key not in TUNABLE:
+                raise ValueError(f"{key}: unknown key; tunable: {', '.join(TUNABLE)}")
+            values = spec.choices if spec.choices is not None else [spec.low, spec.high]
+            if TUNABLE[key] is int and spec.choices is None and \
+                    not all(float(v).is_integer() for v in values):
+                raise ValueError(f"{key}: an integer key needs whole-number low and high")
+            for v in values:  # each end must be a valid value of the key itself
+                override = _at(key.removeprefix("train."), int(v) if TUNABLE[key] is int
+                               and spec.choices is None else v)
+                try:
+                    TrainParams.model_validate(_deep_merge(TrainParams().model_dump(
+                        mode="json", exclude={"per_modality"}), override))
+                except ValidationError as exc:
+                    raise ValueError(f"{key}: {v!r} is not a value it takes "
+                                     f"({exc.errors()[0]['msg']})") from None
+        return value
+
+
+def _at(dotted: str, value: object) -> dict[str, Any]:
+    """{a: {b: value}} from "a.b"."""
+    *parents, last = dotted.split(".")
+    tree: dict[str, Any] = {last: value}
+    for part in reversed(parents):
+        tree = {part: tree}
+    return tree
 
 
 class EvaluateParams(_Strict):
@@ -451,6 +577,7 @@ class Params(_Strict):
     registry: RegistryParams = RegistryParams()
     promotion: PromotionParams = PromotionParams()
     extract: ExtractParams = ExtractParams()
+    tune: TuneParams = TuneParams()
     kubeflow: KubeflowParams = KubeflowParams()
 
     @model_validator(mode="after")
@@ -471,6 +598,7 @@ class Params(_Strict):
         if modalities is not None:
             where = "the data set" if ctx.get("modalities") else "data.modalities"
             for key, names in (("train.lr_per_modality", self.train.lr_per_modality),
+                               ("train.per_modality", self.train.per_modality),
                                ("model.standardize_per_modality",
                                 self.model.standardize_per_modality)):
                 unknown = [name for name in names if name not in modalities]
@@ -485,6 +613,17 @@ class Params(_Strict):
                 f"classes ({num_classes}); the prior W needs common_dim >= classes"
             )
         return self
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys set; nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _one_line(source: str, exc: ValidationError) -> str:

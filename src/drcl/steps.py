@@ -22,7 +22,8 @@ from typing import Any
 
 from drcl.config import Params
 
-_PER_MODALITY = {"data.modalities", "train.lr_per_modality", "model.standardize_per_modality"}
+_PER_MODALITY = {"data.modalities", "train.lr_per_modality", "train.per_modality",
+                 "model.standardize_per_modality"}
 """Keys whose value a per-modality step narrows to its own modality."""
 
 

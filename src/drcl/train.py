@@ -87,7 +87,9 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
                   device: torch.device, observe: Observer | None = None,
                   partners: Partners | None = None,
                   targets: Literal["recast", "class"] = "recast",
-                  item_targets: ItemTargets | None = None) -> TrainResult:
+                  item_targets: ItemTargets | None = None,
+                  on_epoch: Callable[[int, float], None] | None = None,
+                  standardization: StandardizeChoice | None = None) -> TrainResult:
     """RSC training of `data.name`'s encoder towards the targets of the frozen prior: recast
     by W's pseudo-inverse (MRR), or W's class columns themselves (`targets="class"`).
 
@@ -96,16 +98,19 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     its cross-modal cost. `observe(epoch, corrected)` may add figures to that epoch's record
     (the stage measures the corrected labels against clean ones there, when it has them).
     Classes held out for zero-shot retrieval never reach training (drcl.data.zero_shot).
+    `on_epoch(epoch, val_target_map)` sees each epoch's validation curve (a tuning search
+    prunes hopeless trials from it, by raising). `standardization` is the inputs' choice when
+    the caller has made it already (it depends on shared settings only).
     """
     data = training_view(data)
     if prior.shape[1] != data.train.labels.shape[1]:
         raise DrclError(f"prior: W has {prior.shape[1]} classes but modality {data.name!r} "
                         f"has {data.train.labels.shape[1]} in training")
-    cfg = params.train
+    cfg = params.train.for_modality(data.name)
     if cfg.correction.method != "none" and _multi_label(data):
         raise DrclError(f"train.correction.method: {cfg.correction.method} assigns one class "
                         f"per item; modality {data.name!r} is multi-label")
-    choice = choose_standardization(data, params, device)  # before seeding: training unchanged
+    choice = standardization or choose_standardization(data, params, device)  # before seeding
     seed = stage_seed(params.seed, "train", data.name)
     gen = seed_everything(seed)
     mix_rng = np.random.default_rng(seed)
@@ -114,7 +119,7 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
                        hidden_dim=params.model.hidden_dim, common_dim=prior.shape[0])
     encoder = Encoder(spec, mean=mean, std=std,
                       compute_dtype=compute_dtype(params.precision, device)).to(device)
-    optimizer = adam(encoder.parameters(), lr=cfg.lr_for(data.name))
+    optimizer = adam(encoder.parameters(), lr=cfg.lr)
     w = prior.to(device).float()
     w_pinv = target_matrix(prior, targets).to(device)
     x, y = split_tensors(data.train, device)
@@ -163,7 +168,7 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
         means = (sums / seen).tolist()
         if not all(math.isfinite(v) for v in (*means, val_loss)):
             raise DrclError(f"train@{data.name}: the loss became NaN or infinite at epoch "
-                            f"{epoch}; lower train.lr (or train.lr_per_modality.{data.name}) "
+                            f"{epoch}; lower train.lr (or train.per_modality.{data.name}.lr) "
                             "or check the features")
         record = {"epoch": epoch, "q": q,
                   **{f"train_{k}": v for k, v in zip(_PARTS, means, strict=True)},
@@ -172,9 +177,11 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
             record |= corrected.summary()
             if observe is not None:
                 record |= observe(epoch, corrected)
-        if cfg.selection == "target_map":
+        if cfg.selection == "target_map" or on_epoch is not None:
             record["val_target_map"] = target_map(encoder, xv, yv, w_pinv,
                                                   batch_size=cfg.batch_size)
+        if on_epoch is not None:
+            on_epoch(epoch, record["val_target_map"])
         result.history.append(record)
         if _better(record, result, cfg.selection):
             result.best_val_loss, result.best_epoch = val_loss, epoch

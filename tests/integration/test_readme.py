@@ -213,6 +213,17 @@ def scenario_dvc(project):
     assert len(experiments) == 1
     assert metrics(p)["map_all"]["mean"] > 0.3  # ten classes: chance is about 0.1
 
+    # the validation search, applied and reproduced by `dvc repro`
+    out = p.run_blocks("tune")
+    assert "Running stage 'prior'" not in out[0]  # the search and the rerun kept the prior
+    best = yaml.safe_load((p.root / "tune" / "best.yaml").read_text())["train"]["per_modality"]
+    assert yaml.safe_load((p.root / "params.yaml").read_text())["train"]["per_modality"] == best
+    rows = list(csv.DictReader((p.root / "tune" / "trials.csv").open()))
+    assert {r["study"] for r in rows} == {"drcl.kar", "drcl.mor"}
+    last = max(float(r["val_map_all"]) for r in rows
+               if r["study"] == "drcl.mor" and r["state"] == "COMPLETE")
+    assert validation_map(p.root) == pytest.approx(last, abs=1e-6)
+
     # zero-shot on the same data, two digits held out under the semantic prior
     out = p.run_blocks("zero-shot")
     report = metrics(p)
@@ -220,6 +231,27 @@ def scenario_dvc(project):
     manifest = json.loads((p.root / "data/prepared/manifest.json").read_text())
     assert manifest["unseen_classes"] == ["3", "8"]
     assert "classes unseen in training (zero-shot): MAP@all" in out[0]
+
+
+def validation_map(root: Path) -> float:
+    """The workspace encoders' mean validation MAP@all, computed afresh."""
+    import torch
+
+    from drcl.data.dataset import load_manifest, load_modality
+    from drcl.layout import Layout
+    from drcl.metrics import direction_report
+    from drcl.model import embed, load_encoder
+    from drcl.runtime import compute_dtype
+
+    layout = Layout(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    dtype = compute_dtype(params["precision"], torch.device("cpu"))
+    embeddings, labels = {}, {}
+    for m in load_manifest(layout.data).modalities:
+        val = load_modality(layout.data, m, splits=("val",)).val
+        embeddings[m] = embed(load_encoder(layout.encoder(m), compute_dtype=dtype), val.features)
+        labels[m] = val.labels
+    return direction_report(embeddings, labels, k=50, multi_label=False)[0]["map_all"]["mean"]
 
 
 def scenario_own_npz(project):
@@ -416,7 +448,7 @@ def scenario_kubeflow(project, s3_server, tmp_path):
 # blocks run inside another scenario: the serving blocks need the raw scenario's champions,
 # the noise block a paired data set of the user's
 PARTS = {"serve": "raw", "serve-server": "raw", "registry": "raw", "noise": "own-npz",
-         "zero-shot": "dvc"}
+         "zero-shot": "dvc", "tune": "dvc"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
              "profiles": scenario_profiles, "s3": scenario_s3,
              "kubeflow": scenario_kubeflow}

@@ -10,7 +10,7 @@ import torch
 from drcl.atomic import output_set, write_csv, write_json
 from drcl.config import Params, for_data
 from drcl.correction import Corrected, Partners, load_posteriors, partners_of
-from drcl.data.dataset import file_sha256, load_modality
+from drcl.data.dataset import ModalityData, file_sha256, load_modality
 from drcl.data.noise import clean_labels
 from drcl.data.zero_shot import training_view
 from drcl.errors import DrclError
@@ -42,10 +42,7 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
                    dataset_sha256=data_sha256) as run:
         device = resolve_device(params.device)
         precision = resolved_precision(params.precision, device)
-        result = train_encoder(data, prior, params=params, device=device,
-                               observe=_label_accuracy(layout, modality, device),
-                               partners=_partners(params, layout, data, device),
-                               targets=target_kind(params, prior_meta.get("method", "spl")))
+        result = fit_encoder(params, layout, data, prior, prior_meta, device)
         choice = result.standardization
         with output_set(layout.out) as out:  # the curve, metrics and weights land together
             write_csv(out.path(layout.train_history(modality)), result.history)
@@ -68,6 +65,16 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
         run.log_artifacts(layout.train_history(modality), layout.train_curve(modality),
                           layout.train_metrics(modality))
     return result
+
+
+def fit_encoder(params: Params, layout: Layout, data: ModalityData, prior: torch.Tensor,
+                prior_meta: dict[str, str], device: torch.device, **options) -> TrainResult:
+    """The encoder the stage trains, in memory: the one training call that `drcl train` and
+    `drcl tune`'s trials share (`options` go to train_encoder)."""
+    return train_encoder(data, prior, params=params, device=device,
+                         observe=_label_accuracy(layout, data.name, device),
+                         partners=_partners(params, layout, data, device),
+                         targets=target_kind(params, prior_meta.get("method", "spl")), **options)
 
 
 def _label_accuracy(layout: Layout, modality: str, device) -> Observer | None:
