@@ -154,3 +154,28 @@ def test_a_loss_that_becomes_nan_stops_with_the_modality_and_epoch(tiny_params, 
     with pytest.raises(DrclError, match=r"^train@img: the loss became NaN or infinite at epoch 1"):
         train_encoder(huge, orthogonal_init(16, 3, seed=0),
                       params=tiny_params(**{"model.standardize": False}), device=CPU)
+
+
+def test_a_per_modality_setting_trains_as_the_shared_one_would(tiny_params, data):
+    """train.per_modality.<m> is the shared key, for m alone: the same weights either way."""
+    w = orthogonal_init(16, 3, seed=0)
+    shared = train_encoder(data, w, params=tiny_params(**{
+        "train.lr": 1e-2, "train.alpha": 0.3, "train.mixup.g": 0.7}), device=CPU)
+    own = train_encoder(data, w, params=tiny_params(**{"train.per_modality": {
+        "img": {"lr": 1e-2, "alpha": 0.3, "mixup": {"g": 0.7}},
+        "other": {"lr": 1e-5}}}), device=CPU)
+    assert own.history == shared.history
+    for x, y in zip(own.encoder.state_dict().values(), shared.encoder.state_dict().values(),
+                    strict=True):
+        assert torch.equal(x, y)
+
+
+def test_each_epoch_reports_its_validation_target_map(tiny_params, data):
+    seen = []
+    result = train_encoder(data, orthogonal_init(16, 3, seed=0), params=tiny_params(),
+                           device=CPU, on_epoch=lambda e, v: seen.append((e, v)))
+    assert [e for e, _ in seen] == list(range(1, 6))
+    assert [v for _, v in seen] == [h["val_target_map"] for h in result.history]
+    with pytest.raises(KeyboardInterrupt):  # a pruner stops training by raising
+        train_encoder(data, orthogonal_init(16, 3, seed=0), params=tiny_params(), device=CPU,
+                      on_epoch=lambda e, v: (_ for _ in ()).throw(KeyboardInterrupt()))

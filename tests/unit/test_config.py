@@ -1,5 +1,6 @@
 """params.yaml schema: defaults, and every kind of bad value rejected with the key's name."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,51 @@ def test_bad_correction_settings_are_one_line(raw, message):
     with pytest.raises(DrclError) as caught:
         parse_params(raw)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_per_modality_settings_override_the_shared_ones_for_one_modality():
+    params = parse_params({"train": {"lr": 1e-3, "lr_per_modality": {"b": 5e-3},
+                                     "per_modality": {"a": {"lr": 2e-3, "mixup": {"g": 0.5}},
+                                                      "b": {"alpha": 0.4}}}})
+    a, b, c = (params.train.for_modality(m) for m in "abc")
+    assert (a.lr, a.mixup.g, a.mixup.kind, a.alpha) == (2e-3, 0.5, "fixed", 0.1)
+    assert (b.lr, b.alpha) == (5e-3, 0.4)  # lr_per_modality where the entry names no lr
+    assert c == params.train
+
+
+@pytest.mark.parametrize(("per_modality", "message"), [
+    ({"a": {"lrr": 1}}, "train.per_modality: a.lrr: unknown key"),
+    ({"a": {"mixup": {"g": 2}}}, "train.per_modality: a.mixup.g: Input should be less than"),
+    ({"a": {"per_modality": {}}}, "a.per_modality: not settable per modality"),
+    ({"a": 3}, "train.per_modality.a: Input should be a valid dictionary"),
+])
+def test_bad_per_modality_settings_name_the_key(per_modality, message):
+    with pytest.raises(DrclError, match=re.escape(message)):
+        parse_params({"train": {"per_modality": per_modality}})
+
+
+def test_per_modality_names_must_be_modalities():
+    with pytest.raises(DrclError, match="train.per_modality names c, not in"):
+        parse_params({"data": {"modalities": ["a", "b"]},
+                      "train": {"per_modality": {"c": {"lr": 1e-3}}}})
+
+
+@pytest.mark.parametrize(("tune", "message"), [
+    ({"trials": 0}, "tune.trials: Input should be greater than or equal to 1"),
+    ({"space": {}}, "tune.space: empty"),
+    ({"space": {"model.hidden_dim": {"low": 1, "high": 2}}},
+     "tune.space: model.hidden_dim: unknown key"),
+    ({"space": {"train.lr": {"low": 1e-3, "high": 1e-3}}},
+     "tune.space.train.lr: empty or inverted range"),
+    ({"space": {"train.lr": {"low": 1e-2}}}, "expected low and high"),
+    ({"space": {"train.lr": {"choices": []}}}, "choices: empty"),
+    ({"space": {"train.epochs": {"low": 1, "high": 2.5}}}, "whole-number low and high"),
+    ({"space": {"train.mixup.g": {"low": 0.5, "high": 1.5}}},
+     "train.mixup.g: 1.5 is not a value it takes"),
+    ({"space": {"train.lr": {"low": 1e-4, "high": 1e-2}}, "timeout_s": 0},
+     "tune.timeout_s: Input should be greater than 0"),
+    ({"study": "a b"}, "tune.study: String should match pattern"),
+])
+def test_bad_search_settings_name_the_key(tune, message):
+    with pytest.raises(DrclError, match=re.escape(message)):
+        parse_params({"tune": tune})
