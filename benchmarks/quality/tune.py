@@ -2,6 +2,7 @@
 
     python benchmarks/quality/tune.py DATASET [--seeds 0 1 2] [--trials 16]
                                               [--strategies coordinate joint]
+    python benchmarks/quality/tune.py --report     # the table of RESULTS.md
 
 For each (strategy, seed) a project is made in a temporary folder with params.yaml and the data
 set's profile (params/DATASET.yaml), and the commands a user types run in it: `drcl prepare`,
@@ -88,7 +89,30 @@ def one_run(dataset: str, strategy: str, seed: int, trials: int) -> dict:
             "best": best["train"]["per_modality"]}
 
 
+NAMES = {"uci_mfeat": "UCI Multiple Features", "wikipedia_lda": "Wikipedia SIFT+LDA",
+         "wikipedia_minilm": "Wikipedia SIFT+MiniLM", "openclipart": "OpenClipArt"}
+
+
+def report() -> str:
+    """The markdown table of every result file: one row per (data set, strategy, seed)."""
+    lines = ["| data set | strategy | seed | trials | trainings (pruned) | val MAP@all defaults "
+             "-> tuned | test MAP@all defaults -> tuned | test gain | tuning time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("tune-*.json")):
+        for r in json.loads(path.read_text()):
+            lines.append(
+                f"| {NAMES.get(r['dataset'], r['dataset'])} | {r['strategy']} | {r['seed']} | "
+                f"{r['trials']} | {r['trainings']} ({r['pruned']}) | {r['val_defaults']:.4f} -> "
+                f"{r['val_tuned']:.4f} | {r['test_defaults']:.4f} -> {r['test_tuned']:.4f} | "
+                f"{r['test_tuned'] - r['test_defaults']:+.4f} | "
+                f"{r['seconds']['tune'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--report"]:
+        print(report())
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
