@@ -53,6 +53,10 @@ class Layout:
     def prior_plots(self) -> Path:
         return self.out / "plots" / "prior"
 
+    @property
+    def prior_image(self) -> Path:
+        return self.out / "plots" / "images" / "prior_scores.png"
+
     def encoder(self, modality: str) -> Path:
         return self.out / "models" / "encoders" / f"{modality}.safetensors"
 

@@ -54,6 +54,23 @@ def training_curve_png(history: Sequence[Mapping[str, float]], path: str | Path,
     _save(fig, path)
 
 
+def spl_scores_png(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, *,
+                   title: str, chosen: str | None) -> None:
+    """SPL's quality score S_k per epoch, one line per modality, the chosen one drawn bold."""
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for name, history in sorted(histories.items()):
+        ax.plot([h["epoch"] for h in history], [h["score"] for h in history],
+                label=f"{name} (chosen)" if name == chosen else name,
+                linewidth=2.5 if name == chosen else 1.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("quality score S_k")
+    ax.set_title(title)
+    if histories:
+        ax.legend(fontsize="small")
+    _save(fig, path)
+
+
 def pr_curves_png(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                   path: str | Path, *, title: str) -> None:
     """One panel per query modality, one line per database modality."""

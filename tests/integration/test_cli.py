@@ -58,6 +58,18 @@ def test_every_stage_writes_its_outputs(project):
     assert report["map_all"]["mean"] > 0.5
     assert len(list((project / "plots/pr").glob("*_to_*.csv"))) == 6
     assert (project / "plots/images/pr_curves.png").is_file()
+    assert (project / "plots/images/prior_scores.png").stat().st_size > 1000  # SPL's curves
+
+
+def test_a_prior_without_spl_leaves_an_empty_plot_not_an_empty_folder(project):
+    path = project / "params.yaml"
+    path.write_text(path.read_text().replace("method: spl", "method: orthogonal"))
+    for step in (["prepare"], ["prior"]):
+        result = drcl(*step)
+        assert result.exit_code == 0, (step, result.output)
+    assert [p.name for p in (project / "plots/prior").iterdir()] == ["orthogonal.csv"]
+    assert (project / "plots/prior/orthogonal.csv").read_text() == "epoch,loss,score\n"
+    assert (project / "plots/images/prior_scores.png").is_file()
 
 
 def test_same_params_give_the_same_map(project):

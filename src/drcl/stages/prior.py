@@ -6,13 +6,14 @@ import json
 
 import torch
 
-from drcl.atomic import output_set, write_csv, write_json
+from drcl.atomic import output_set, write_csv, write_json, write_text
 from drcl.config import Params, for_data
 from drcl.correction import save_posteriors
 from drcl.data.dataset import Manifest, dataset_checksum, load_manifest
 from drcl.errors import DrclError
 from drcl.extract.class_texts import TEXT_EXTRACTOR, embed_class_texts
 from drcl.layout import Layout
+from drcl.plots import spl_scores_png
 from drcl.prior import ClassSemantics, PriorResult, select_prior
 from drcl.prior_io import prior_checksum, save_prior
 from drcl.runtime import resolve_device, resolved_precision
@@ -41,6 +42,12 @@ def fit_prior(params: Params, layout: Layout) -> PriorResult:
             plots.mkdir()
             for name, cand in result.candidates.items():
                 write_csv(plots / f"{name}.csv", cand.history)
+            if not result.candidates:  # no SPL ran: a header, so the plot is empty, not missing
+                write_text(plots / f"{result.method}.csv", "epoch,loss,score\n")
+            spl_scores_png({m: c.history for m, c in result.candidates.items()},
+                           out.path(layout.prior_image), chosen=result.chosen,
+                           title=f"SPL quality score on {manifest.name}" if result.candidates
+                           else f"prior.method {result.method}: no SPL ran")
             write_json(out.path(layout.prior_metrics),
                        result.summary() | {"precision": precision})
             save_prior(result.prior, out.path(layout.prior), extra=_semantic_tensors(result),
@@ -61,7 +68,7 @@ def fit_prior(params: Params, layout: Layout) -> PriorResult:
                       "drcl.chosen_modality": result.chosen or "none",
                       "drcl.prior_sha256": prior_checksum(result.prior),
                       "drcl.precision": precision})
-        run.log_artifacts(layout.prior_metrics, layout.prior_plots)
+        run.log_artifacts(layout.prior_metrics, layout.prior_plots, layout.prior_image)
     return result
 
 
