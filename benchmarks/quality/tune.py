@@ -130,6 +130,8 @@ def main() -> None:
                    for r in results):
                 continue
             entry = one_run(args.dataset, strategy, seed, args.trials)
+            # read again before writing: another run of this script may have added entries
+            results = json.loads(path.read_text()) if path.is_file() else []
             results.append(entry)
             path.write_text(json.dumps(results, indent=1) + "\n")
             print(f"{args.dataset} {strategy} seed {seed}: val {entry['val_defaults']:.4f} -> "
