@@ -95,7 +95,7 @@ NAMES = {"uci_mfeat": "UCI Multiple Features", "wikipedia_lda": "Wikipedia SIFT+
 
 def report() -> str:
     """The markdown table of every result file: one row per (data set, strategy, seed)."""
-    lines = ["| data set | strategy | seed | trials | trainings (pruned) | val MAP@all defaults "
+    lines = ["| data set | strategy | seed | trials | trials run (pruned) | val MAP@all defaults "
              "-> tuned | test MAP@all defaults -> tuned | test gain | tuning time |",
              "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("tune-*.json")):
