@@ -279,7 +279,7 @@ class TrainParams(_Strict):
             return self
         base = self.model_dump(mode="json", exclude={"per_modality"})
         base["lr"] = self.lr_for(modality)
-        return TrainParams.model_validate(_deep_merge(base, override or {}))
+        return TrainParams.model_validate(deep_merge(base, override or {}))
 
     @field_validator("per_modality")
     @classmethod
@@ -293,7 +293,7 @@ class TrainParams(_Strict):
                 if key in override:
                     raise ValueError(f"{modality}.{key}: not settable per modality")
             try:
-                TrainParams.model_validate(_deep_merge(TrainParams().model_dump(mode="json"),
+                TrainParams.model_validate(deep_merge(TrainParams().model_dump(mode="json"),
                                                        override))
             except ValidationError as exc:
                 raise ValueError(_one_line(modality, exc).replace(": ", ".", 1)) from None
@@ -383,7 +383,7 @@ class TuneParams(_Strict):
                 override = _at(key.removeprefix("train."), int(v) if TUNABLE[key] is int
                                and spec.choices is None else v)
                 try:
-                    TrainParams.model_validate(_deep_merge(TrainParams().model_dump(
+                    TrainParams.model_validate(deep_merge(TrainParams().model_dump(
                         mode="json", exclude={"per_modality"}), override))
                 except ValidationError as exc:
                     raise ValueError(f"{key}: {v!r} is not a value it takes "
@@ -615,12 +615,12 @@ class Params(_Strict):
         return self
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """`base` with `override`'s keys set; nested mappings merged key by key."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

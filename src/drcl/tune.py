@@ -18,6 +18,7 @@ run with one child run per trial.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ import torch
 import yaml
 
 from drcl.atomic import atomic_path, write_text
-from drcl.config import TUNABLE, Params, SearchRange, for_data, parse_params
+from drcl.config import TUNABLE, Params, SearchRange, deep_merge, for_data, parse_params
 from drcl.data.dataset import ModalityData, dataset_checksum, load_manifest, load_modality
 from drcl.data.zero_shot import training_view
 from drcl.errors import DrclError
@@ -91,11 +92,13 @@ class _Search:
         self._standardization: dict[str, StandardizeChoice] = {}
         self.cache = layout.root / "tune" / params.tune.study / "embeddings"
 
+    @functools.cache  # noqa: B019 - one search object per command; computed once
     def fingerprint(self) -> str:
         """What a study's figures depend on besides its trials' values: the train stage's
-        settings, the search's, the data and the prior. A study made under others is refused."""
+        settings and code, the search's settings, the data and the prior. A study made under
+        others is refused."""
         params = self.params
-        what = {"train": BY_NAME["train"].view(params),
+        what = {"train": BY_NAME["train"].view(params), "code": BY_NAME["train"].code(),
                 "tune": params.tune.model_dump(mode="json", include={"space", "strategy",
                                                                       "pruning"}),
                 "data": dataset_checksum(self.manifest), "prior": prior_checksum(self.prior)}
@@ -167,13 +170,6 @@ def nested(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
 def current_values(params: Params, modality: str, space: Mapping[str, SearchRange]
                    ) -> dict[str, Any]:
     """The values `modality` trains with now, for each key of the space (the first trial)."""
@@ -230,7 +226,7 @@ def _open_study(name: str, *, storage: str, fingerprint: str, params: Params,
         study.set_user_attr("fingerprint", fingerprint)
     elif made_by != fingerprint:
         raise DrclError(f"tune.study: study {name!r} in {storage} was made with other "
-                        "settings, data or prior; name a new tune.study to search afresh")
+                        "settings, code, data or prior; name a new tune.study to search afresh")
     return study
 
 
@@ -283,9 +279,11 @@ class _Tracker:
             return
         self.client.log_metric(self.run_id, "val_map_all_defaults", result.baseline_map)
         self.client.log_metric(self.run_id, "val_map_all_best", result.best_map)
+        from drcl.tracking import flatten
+
         for modality, override in result.overrides.items():
-            for key, value in _flat(override).items():
-                self.client.set_tag(self.run_id, f"drcl.tune.best.{modality}.{key}", str(value))
+            for key, value in flatten(override).items():
+                self.client.set_tag(self.run_id, f"drcl.tune.best.{modality}.{key}", value)
         for path in files:
             self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, status="FINISHED")
@@ -293,16 +291,6 @@ class _Tracker:
     def interrupted(self) -> None:
         if self.client is not None:
             self.client.set_terminated(self.run_id, status="KILLED")
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 @contextmanager
@@ -320,7 +308,8 @@ def tune(params: Params, layout: Layout, *, trials: int | None = None,
          echo: Callable[[str], None] = print) -> TuneResult:
     """Run (or resume) the search; write tune/best.yaml and tune/trials.csv."""
     if trials is not None:
-        params = parse_params(merged(params.model_dump(mode="json"), {"tune": {"trials": trials}}))
+        params = parse_params(deep_merge(params.model_dump(mode="json"),
+                                         {"tune": {"trials": trials}}))
     search = _Search(params, layout)
     params = search.params
     storage = storage_url(params, layout.root)
@@ -378,7 +367,7 @@ def _coordinate(search: _Search, params: Params, storage: str, fingerprint: str,
                 tracker: _Tracker, deadline: float | None, echo) -> TuneResult:
     space = params.tune.space
     # the values each modality trains with now, spelt out: the first trial's, and the cache's
-    current = {m: merged(params.train.per_modality.get(m, {}),
+    current = {m: deep_merge(params.train.per_modality.get(m, {}),
                          nested(current_values(params, m, space))) for m in search.modalities}
     embeddings = {m: search.embeddings(m, current[m], keep=True) for m in search.modalities}
     baseline = search.score(embeddings)
@@ -392,7 +381,7 @@ def _coordinate(search: _Search, params: Params, storage: str, fingerprint: str,
         others = dict(embeddings)
 
         def objective(trial: optuna.Trial, modality=modality, others=others) -> float:
-            override = merged(current[modality], nested(suggest(trial, space)))
+            override = deep_merge(current[modality], nested(suggest(trial, space)))
             values = _trained(search, trial, modality, override)
             score = search.score({**others, modality: values})
             if score > _best_value(trial.study):  # kept: a resumed search starts from it
@@ -403,7 +392,7 @@ def _coordinate(search: _Search, params: Params, storage: str, fingerprint: str,
              modality=modality)
         chosen = _best_trial(study)
         if chosen is not None and chosen.value is not None and chosen.value >= best:
-            current[modality] = merged(current[modality], nested(chosen.params))
+            current[modality] = deep_merge(current[modality], nested(chosen.params))
             embeddings[modality] = search.embeddings(modality, current[modality], keep=True)
             best = chosen.value
         echo(f"{modality}: validation MAP@all {best:.4f} after "
@@ -438,7 +427,7 @@ def _joint(search: _Search, params: Params, storage: str, fingerprint: str,
 
     def objective(trial: optuna.Trial) -> float:
         values = nested(suggest(trial, space))
-        embeddings = {m: _trained(search, trial, m, merged(base[m], values), offset=i * _STEP)
+        embeddings = {m: _trained(search, trial, m, deep_merge(base[m], values), offset=i * _STEP)
                       for i, m in enumerate(search.modalities)}
         return search.score(embeddings)
 
@@ -450,7 +439,7 @@ def _joint(search: _Search, params: Params, storage: str, fingerprint: str,
         raise DrclError(f"tune: no trial of study {study.study_name!r} completed; widen "
                         "tune.space or raise tune.trials / tune.timeout_s")
     overrides = {m: v for m in search.modalities
-                 if (v := merged(base[m], nested(chosen.params)))}
+                 if (v := deep_merge(base[m], nested(chosen.params)))}
     echo(f"joint: validation MAP@all {chosen.value:.4f} after {len(done)} completed trials")
     return TuneResult(baseline, chosen.value, overrides,
                       _rows(storage, params, search.modalities))

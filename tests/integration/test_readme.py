@@ -29,6 +29,7 @@ import yaml
 
 from drcl.examples import write_scene
 from drcl.profiles import apply_profile, read_profile
+from tests.integration.project import validation_map
 
 pytestmark = pytest.mark.slow
 
@@ -231,27 +232,6 @@ def scenario_dvc(project):
     manifest = json.loads((p.root / "data/prepared/manifest.json").read_text())
     assert manifest["unseen_classes"] == ["3", "8"]
     assert "classes unseen in training (zero-shot): MAP@all" in out[0]
-
-
-def validation_map(root: Path) -> float:
-    """The workspace encoders' mean validation MAP@all, computed afresh."""
-    import torch
-
-    from drcl.data.dataset import load_manifest, load_modality
-    from drcl.layout import Layout
-    from drcl.metrics import direction_report
-    from drcl.model import embed, load_encoder
-    from drcl.runtime import compute_dtype
-
-    layout = Layout(root)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    dtype = compute_dtype(params["precision"], torch.device("cpu"))
-    embeddings, labels = {}, {}
-    for m in load_manifest(layout.data).modalities:
-        val = load_modality(layout.data, m, splits=("val",)).val
-        embeddings[m] = embed(load_encoder(layout.encoder(m), compute_dtype=dtype), val.features)
-        labels[m] = val.labels
-    return direction_report(embeddings, labels, k=50, multi_label=False)[0]["map_all"]["mean"]
 
 
 def scenario_own_npz(project):

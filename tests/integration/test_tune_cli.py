@@ -14,11 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from drcl.data.dataset import load_manifest, load_modality
-from drcl.layout import Layout
-from drcl.metrics import direction_report
-from drcl.model import embed, load_encoder
-from tests.integration.project import run
+from tests.integration.project import run, validation_map
 
 pytestmark = pytest.mark.slow
 
@@ -50,18 +46,6 @@ def set_params(project: Path, **groups) -> None:
     for group, values in groups.items():
         raw[group] = {**raw.get(group, {}), **values}
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def validation_map(project: Path) -> float:
-    """The trained encoders' mean MAP@all on the validation split, computed afresh."""
-    layout = Layout(project)
-    manifest = load_manifest(layout.data)
-    embeddings, labels = {}, {}
-    for m in manifest.modalities:
-        val = load_modality(layout.data, m, splits=("val",)).val
-        embeddings[m] = embed(load_encoder(layout.encoder(m)), val.features)
-        labels[m] = val.labels
-    return direction_report(embeddings, labels, k=50, multi_label=False)[0]["map_all"]["mean"]
 
 
 def study_trials(project: Path, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -210,3 +194,9 @@ def test_a_search_needs_the_prior_and_refuses_a_study_made_under_other_settings(
     assert "name a new tune.study" in done.stderr
     set_params(project, tune={"study": "after-alpha"})
     assert in_process("tune").exit_code == 0
+
+    set_params(project, tune={"storage": "nosuchdb://host/db"})
+    done = in_process("tune")
+    assert done.exit_code == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drcl: error: tune.storage: cannot open ")
