@@ -3,8 +3,10 @@ leaves, the tuned run reproduced from it, interruption and resumption, and bad i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,10 +50,20 @@ def set_params(project: Path, **groups) -> None:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+def _schema_made(path: Path) -> bool:
+    """Whether Optuna finished making its tables (read-only: opening the storage before then
+    would make them a second time, beside the search)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            return bool(db.execute("SELECT version_num FROM alembic_version").fetchall())
+        except sqlite3.OperationalError:
+            return False
+
+
 def study_trials(project: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     """The study's trials; KeyError while the search has not made it yet."""
     path = project / "tune" / "study.db"
-    if not path.is_file():
+    if not path.is_file() or not _schema_made(path):  # never race the search making it
         raise KeyError(name)
     return optuna.load_study(study_name=name, storage=f"sqlite:///{path}").get_trials(
         deepcopy=False)
