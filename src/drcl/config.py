@@ -296,7 +296,7 @@ class TrainParams(_Strict):
                 TrainParams.model_validate(deep_merge(TrainParams().model_dump(mode="json"),
                                                        override))
             except ValidationError as exc:
-                raise ValueError(_one_line(modality, exc).replace(": ", ".", 1)) from None
+                raise ValueError(one_line(modality, exc).replace(": ", ".", 1)) from None
         return value
 
     @model_validator(mode="after")
@@ -626,7 +626,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _one_line(source: str, exc: ValidationError) -> str:
+def one_line(source: str, exc: ValidationError) -> str:
+    """A validation error as one line: `source: key: what was wrong; ...`."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -645,7 +646,7 @@ def parse_params(raw: object, *, source: str = "params.yaml",
     try:
         return Params.model_validate(raw if raw is not None else {}, context=context)
     except ValidationError as exc:
-        raise DrclError(_one_line(source, exc)) from None
+        raise DrclError(one_line(source, exc)) from None
 
 
 def for_data(params: Params, *, modalities: list[str] | None = None,

@@ -332,3 +332,26 @@ def test_drcl_serve_of_a_damaged_model_stops_with_one_line(promoted, tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("drcl: error: ") and "drcl-encoder-text v1: the stored weights " \
         "differ" in last, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("{device: cpu}", "MLFLOW_PYFUNC_INFERENCE_CONFIG: not JSON"),
+    ('["cpu"]', "MLFLOW_PYFUNC_INFERENCE_CONFIG: expected a JSON object of settings"),
+    ('{"devcie": "cpu"}', "MLFLOW_PYFUNC_INFERENCE_CONFIG: devcie: unknown key"),
+])
+def test_drcl_serve_with_a_bad_model_config_stops_with_one_line(promoted, tmp_path, config,
+                                                                message):
+    done = subprocess.run(["drcl", "serve", "-m", CHAMPION, "--port", "1"], cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_PYFUNC_INFERENCE_CONFIG": config,
+                               "PATH": f"{Path(sys.executable).parent}"
+                                       f"{os.pathsep}{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"drcl: error: {message}"), done.stderr[-2000:]
+
+
+def test_a_bad_model_config_given_to_load_model_names_the_key(promoted):
+    with pytest.raises(Exception, match=r"model config .*: max_index_mb: Input should be "
+                                        r"greater than 0"):
+        mlflow.pyfunc.load_model(CHAMPION, model_config={"max_index_mb": -1})

@@ -2,7 +2,7 @@
 
 MLflow loads it from `model_code.py`; `load_context` checks every weight file against the
 checksum in the version's manifest and the prior every member carries, as `drcl search` does.
-Model config (`drcl.serving.package.MODEL_CONFIG`): `device` and `precision`, `auto` by
+Model config (`drcl.serving.schema.ServingConfig`): `device` and `precision`, `auto` by
 default as in params.yaml, so a served model answers as `drcl search` does on the same machine.
 """
 
@@ -35,9 +35,11 @@ from drcl.serving.package import (
     PRIOR_FILE,
     read_manifest,
 )
-from drcl.serving.schema import DEFAULT_PARAMS, Answer, Match, Query
+from drcl.serving.schema import DEFAULT_PARAMS, Answer, Match, Query, serving_config
 
 SCORING_SERVER_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its workers
+# where a model config comes from, as a bad one is named
+CONFIG_SOURCE = "model config (MLFLOW_PYFUNC_INFERENCE_CONFIG or load_model's model_config)"
 REMOTE = ("s3://", "gs://", "http://", "https://", "runs:/", "models:/", "mlflow-artifacts:")
 
 MAX_CACHED_INDEXES = 4
@@ -71,9 +73,12 @@ class DrclModel(mlflow.pyfunc.PythonModel):
     """A set of encoders of one prior (one member for an encoder version)."""
 
     def load_context(self, context: Any) -> None:
-        config = {**MODEL_CONFIG, **(context.model_config or {})}
-        self.device = resolve_device(str(config["device"]))
-        dtype = compute_dtype(str(config["precision"]), self.device)
+        given = context.model_config if context.model_config is not None else {}
+        if not isinstance(given, dict):
+            given = serving_config(given, source=CONFIG_SOURCE)  # raises: not an object
+        config = serving_config({**MODEL_CONFIG, **given}, source=CONFIG_SOURCE)
+        self.device = resolve_device(config.device)
+        dtype = compute_dtype(config.precision, self.device)
         folder = Path(context.artifacts[PAYLOAD])
         manifest = read_manifest(folder)
         self.members: dict[str, LoadedMember] = {}
@@ -90,19 +95,18 @@ class DrclModel(mlflow.pyfunc.PythonModel):
         self.dtype = dtype
         # the arithmetic, said once in a deployment's log (MLflow's scoring server names the
         # model it serves in this variable; a model loaded in-process stays quiet)
-        arithmetic = resolved_precision(str(config["precision"]), self.device)
+        arithmetic = resolved_precision(config.precision, self.device)
         served = ", ".join(m.member.describe() for m in self.members.values())
         if os.environ.get(SCORING_SERVER_ENV):
             print(f"drcl: serving {served} on {self.device.type} in {arithmetic} (model config "
-                  f"precision {config['precision']}; MLFLOW_PYFUNC_INFERENCE_CONFIG overrides "
+                  f"precision {config.precision}; MLFLOW_PYFUNC_INFERENCE_CONFIG overrides "
                   "it)", file=sys.stderr, flush=True)
         self._databases: OrderedDict[str, _Database] = OrderedDict()
         self._lock = threading.Lock()  # the scoring server answers requests on several threads
-        listed = config.get("indexes") or []
-        self.indexes = [listed] if isinstance(listed, str) else [str(i) for i in listed]
-        self.index_root = str(config.get("index_root") or "")
-        self.max_index_bytes = int(float(config.get("max_index_mb", 4096)) * 2**20)
-        self.max_top_k = int(config.get("max_top_k", 1000))
+        self.indexes = config.allowed_indexes()
+        self.index_root = config.index_root
+        self.max_index_bytes = int(config.max_index_mb * 2**20)
+        self.max_top_k = config.max_top_k
 
     def predict(self, context: Any, model_input: list[Query],
                 params: dict[str, Any] | None = None) -> list[Answer]:

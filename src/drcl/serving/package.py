@@ -27,7 +27,7 @@ from pathlib import Path
 from drcl.data.dataset import file_sha256
 from drcl.errors import DrclError
 from drcl.model import read_metadata
-from drcl.serving.schema import DEFAULT_PARAMS
+from drcl.serving.schema import DEFAULT_PARAMS, ServingConfig
 
 PAYLOAD = "drcl"
 MANIFEST = "drcl-model.json"
@@ -35,13 +35,8 @@ FORMAT = "drcl-model/1"
 ENCODER_FILE = "encoder.safetensors"
 PRIOR_FILE = "prior.safetensors"
 MODEL_CODE = Path(__file__).with_name("model_code.py")
-# how a loaded model runs, as in params.yaml; `model_config=` of load_model, or the environment
-# variable MLFLOW_PYFUNC_INFERENCE_CONFIG of `mlflow models serve`, overrides them
-# `indexes` (a list of index paths or URIs) and `index_root` (a folder or URI prefix) fix which
-# indexes a request may name; with neither, index files under the server's working directory
-MODEL_CONFIG: dict[str, object] = {"device": "auto", "precision": "auto", "indexes": [],
-                                   "index_root": "", "max_index_mb": 4096,
-                                   "max_top_k": 1000}
+# how a loaded model runs (drcl.serving.schema.ServingConfig), saved with every version
+MODEL_CONFIG: dict[str, object] = ServingConfig().model_dump()
 
 
 @dataclass(frozen=True)

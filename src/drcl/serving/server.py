@@ -124,14 +124,16 @@ def load(model_uri: str) -> Any:
 
     from drcl.errors import DrclError
     from drcl.serving.model import SCORING_SERVER_ENV
+    from drcl.serving.schema import serving_config
 
     os.environ.setdefault(SCORING_SERVER_ENV, model_uri)  # the model logs its arithmetic
     raw = os.environ.get(CONFIG_ENV) or "{}"
     try:
-        config = json.loads(raw)
+        given = json.loads(raw)
     except ValueError:
         raise DrclError(f"{CONFIG_ENV}: not JSON: {raw[:80]!r}") from None
-    return mlflow.pyfunc.load_model(model_uri, model_config=config)
+    config = serving_config(given, source=CONFIG_ENV)  # checked here, named as the user set it
+    return mlflow.pyfunc.load_model(model_uri, model_config=config.model_dump(exclude_unset=True))
 
 
 def create_app(model: Any | None = None) -> ASGIApp:
