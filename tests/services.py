@@ -35,8 +35,9 @@ def _port_pair_free(port: int) -> bool:
     return True
 
 
-def free_ports(count: int, *, start: int = 20000, stop: int = 45000) -> list[int]:
-    """Ports below 55535 whose gRPC twins are free too."""
+def free_ports(count: int, *, start: int = 10000, stop: int = 22000) -> list[int]:
+    """Free ports whose gRPC twins (+10000) are free too, both below Linux's ephemeral range
+    (32768 up), where the system hands out ports to outgoing connections meanwhile."""
     rng = secrets.SystemRandom()
     chosen: list[int] = []
     while len(chosen) < count:
@@ -64,6 +65,28 @@ class S3Server:
         }
 
 
+class _PortTaken(Exception):
+    """weed stopped at start because a port it was given had been taken meanwhile."""
+
+
+def _wait_for_s3(proc: subprocess.Popen, endpoint: str, workdir: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            if b"address already in use" in (workdir / "weed.log").read_bytes():
+                raise _PortTaken
+            raise RuntimeError(f"weed exited with {proc.returncode}; see {workdir}/weed.log")
+        try:
+            urllib.request.urlopen(endpoint + "/", timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # 403 without credentials: the S3 API is up
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"SeaweedFS S3 not up after {timeout}s") from None
+            time.sleep(0.2)
+
+
 @contextmanager
 def seaweedfs_s3(workdir: Path, *, timeout: float = 60.0) -> Iterator[S3Server]:
     """Start `weed mini` bound to 127.0.0.1, wait until S3 answers, stop it afterwards."""
@@ -76,31 +99,32 @@ def seaweedfs_s3(workdir: Path, *, timeout: float = 60.0) -> Iterator[S3Server]:
     identities.write_text(json.dumps({"identities": [{
         "name": "admin", "credentials": [{"accessKey": access, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    master, volume, filer, s3, admin = free_ports(5)
     data = workdir / "data"
     data.mkdir(exist_ok=True)
-    cmd = [weed, "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-           f"-s3.config={identities}", "-webdav=false", "-admin.ui=false",
-           "-s3.port.iceberg=0", "-s3.port.lance=0", f"-master.port={master}",
-           f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
-           f"-admin.port={admin}"]
-    log = (workdir / "weed.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    endpoint = f"http://{HOST}:{s3}"
+    for attempt in range(3):  # a chosen port can be taken by another process's connection
+        master, volume, filer, s3, admin = free_ports(5)
+        cmd = [weed, "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
+               f"-s3.config={identities}", "-webdav=false", "-admin.ui=false",
+               "-s3.port.iceberg=0", "-s3.port.lance=0", f"-master.port={master}",
+               f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
+               f"-admin.port={admin}"]
+        log = (workdir / "weed.log").open("wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        endpoint = f"http://{HOST}:{s3}"
+        try:
+            _wait_for_s3(proc, endpoint, workdir, timeout)
+            break
+        except _PortTaken:
+            log.close()
+            if attempt == 2:
+                raise RuntimeError(f"weed could not bind its ports; see {workdir}/weed.log") \
+                    from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            log.close()
+            raise
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {proc.returncode}; see {workdir}/weed.log")
-            try:
-                urllib.request.urlopen(endpoint + "/", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # 403 without credentials: the S3 API is up
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS S3 not up after {timeout}s") from None
-                time.sleep(0.2)
         yield S3Server(endpoint=endpoint, access_key=access, secret_key=secret)
     finally:
         proc.terminate()

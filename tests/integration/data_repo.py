@@ -65,3 +65,77 @@ def git_server(root: Path) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+@contextmanager
+def git_http_server(root: Path, *, username: str, password: str) -> Iterator[tuple[str, list]]:
+    """The repositories under `root` served over smart HTTP on 127.0.0.1 (git's own
+    http-backend), every request needing basic authentication as a private git host does;
+    yields the base URL and the list of (user, status) of each request. Stopped when the
+    block ends."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    good = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    seen: list[tuple[str, int]] = []
+    backend = [*GIT[:1], "http-backend"]
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            given = self.headers.get("Authorization", "")
+            user = base64.b64decode(given[6:]).decode().split(":")[0] if given else ""
+            if given != good:
+                seen.append((user, 401))
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="data"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            url = urlsplit(self.path)
+            body = self._body()
+            env = {"PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(root),
+                   "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command,
+                   "PATH_INFO": url.path, "QUERY_STRING": url.query, "REMOTE_USER": user,
+                   "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                   "CONTENT_LENGTH": str(len(body)),
+                   "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+                   "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}
+            out = subprocess.run(backend, input=body, env=env, capture_output=True,
+                                 check=False).stdout
+            head, _, payload = out.partition(b"\r\n\r\n")
+            headers = [line.split(": ", 1) for line in head.decode().split("\r\n") if line]
+            status = next((int(v.split()[0]) for k, v in headers if k == "Status"), 200)
+            seen.append((user, status))
+            self.send_response(status)
+            for key, value in headers:
+                if key != "Status":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()
+            return b"".join(chunks)
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

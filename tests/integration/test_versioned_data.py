@@ -12,8 +12,8 @@ from drcl.config import parse_params
 from drcl.data.dataset import load_manifest, load_modality
 from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
-from tests.integration.data_repo import data_repository, publish
-from tests.integration.project import run
+from tests.integration.data_repo import data_repository, git_http_server, publish
+from tests.integration.project import run, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +95,37 @@ def test_a_prepared_data_set_is_a_source(repo, tmp_path):
         assert (before.test.features == after.test.features).all()
         assert before.test.ids.tolist() == after.test.ids.tolist()
     assert json.loads((tmp_path / "again/manifest.json").read_text())["paired"] is False
+
+
+def test_a_private_data_repository_is_read_with_credentials_from_the_environment(repo, tmp_path):
+    """A git host that wants a password: `drcl prepare` without credentials stops with one line
+    that says which variables to set; with DRCL_GIT_USERNAME/DRCL_GIT_PASSWORD exported (a
+    Secret's keys on a cluster) it reads the data, and the password is written nowhere."""
+    origin, work, env = repo
+    commit = publish(work, env, seed=0, message="revision A")
+    project = tmp_path / "project"
+    project.mkdir()
+    password = "tok-3f9a1c7e5b"
+    with git_http_server(origin.parent, username="bob", password=password) as (url, seen):
+        write_params(project, data={"source": "npz", "path": "data/features.npz",
+                                    "modalities": ["image", "text"],
+                                    "dvc": {"repo": f"{url}/{origin.name}", "rev": "main"}})
+        refused = run(["drcl", "prepare"], project, {**env, "GIT_ASKPASS": ""})
+        assert refused.returncode == 1, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "DRCL_GIT_USERNAME and DRCL_GIT_PASSWORD" in lines[0], lines
+        assert not (project / "data/prepared").exists() and ("bob", 200) not in seen
+
+        wrong = run(["drcl", "prepare"], project, {**env, "GIT_ASKPASS": "",
+                                                  "DRCL_GIT_USERNAME": "bob",
+                                                  "DRCL_GIT_PASSWORD": "not-it"})
+        assert wrong.returncode == 1 and "DRCL_GIT_PASSWORD" in wrong.stderr, wrong.stderr
+
+        done = run(["drcl", "prepare"], project, {**env, "GIT_ASKPASS": "",
+                                                 "DRCL_GIT_USERNAME": "bob",
+                                                 "DRCL_GIT_PASSWORD": password})
+        assert done.returncode == 0, done.stderr
+        assert ("bob", 200) in seen
+    assert load_manifest(project / "data/prepared").source["commit"] == commit
+    written = [p for p in project.rglob("*") if p.is_file()]
+    assert written and not any(password.encode() in p.read_bytes() for p in written)

@@ -2,7 +2,8 @@
 
 `data.dvc: {repo, rev}` makes `data.path` a path inside that repository, tracked by DVC (a
 `dvc add`-ed file or folder, or a pipeline's `data/prepared`). It is read through DVC's own
-API from the remote the repository configures, with credentials from the environment, so a
+API from the remote the repository configures, with credentials from the environment (git's
+from DRCL_GIT_USERNAME/DRCL_GIT_PASSWORD, drcl.git_credentials), so a
 laptop, `dvc repro` and a Kubeflow task read the same bytes. Each read resolves the revision
 afresh: a branch is followed, and what was read is recorded as the commit and DVC's content
 hash. Downloads are kept by content hash under the cache folder, so the same data is fetched
@@ -11,12 +12,14 @@ once.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from drcl import git_credentials
 from drcl.errors import DrclError
 
 
@@ -47,6 +50,7 @@ def data_tags(source: dict[str, Any] | None) -> dict[str, str]:
 def _filesystem(repo: str, rev: str | None) -> Any:
     from dvc.api import DVCFileSystem
 
+    git_credentials.configure()
     try:
         return DVCFileSystem(url=repo, rev=rev)
     except Exception as exc:  # noqa: BLE001 - git and DVC raise many kinds for a bad repo or rev
@@ -104,11 +108,18 @@ def fetch(ref: DataRef, cache: Path) -> Path:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The most specific message in the exception's chain (DVC wraps git's in 'SCM error')."""
-    messages = []
+    """The most specific message in the exception's chain (DVC wraps git's in 'SCM error'),
+    with what to do when the git host wanted credentials."""
+    messages, names = [], []
     while exc is not None and len(messages) < 5:
         text = str(exc).strip().splitlines()
         if text:
             messages.append(text[0])
+        names.append(type(exc).__name__)
         exc = exc.__cause__ or exc.__context__
-    return messages[-1] if messages else "unknown error"
+    line = messages[-1] if messages else "unknown error"
+    if "HTTPUnauthorized" in names or re.search(r"credentials|authentication|\b401\b", line, re.I):
+        line += (f"; a private repository's git host takes a user and token from "
+                 f"{git_credentials.USERNAME_ENV} and {git_credentials.PASSWORD_ENV} (README.md, "
+                 f"\"A private data repository\")")
+    return line
