@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from drcl.model import Encoder, EncoderSpec, embed
+from drcl.nearest import top_k
 from drcl.runtime import resolve_device
-from drcl.search import top_k
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

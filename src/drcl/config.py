@@ -400,11 +400,26 @@ def _at(dotted: str, value: object) -> dict[str, Any]:
     return tree
 
 
+class RerankParams(_Strict):
+    """Re-ranking at search time (drcl.rerank): the candidates `evaluate` chooses among on the
+    validation split. Every combination is tried; 0 neighbours is off, and off wins ties."""
+
+    dba_k: Annotated[list[Annotated[int, Field(ge=0, le=1000)]], Field(min_length=1)] = [0]
+    qe_k: Annotated[list[Annotated[int, Field(ge=0, le=1000)]], Field(min_length=1)] = [0]
+    alpha: Annotated[list[Annotated[float, Field(gt=0, le=100)]], Field(min_length=1)] = [3.0]
+
+    @property
+    def enabled(self) -> bool:
+        """Anything other than off among the candidates."""
+        return any(self.dba_k) or any(self.qe_k)
+
+
 class EvaluateParams(_Strict):
     """Retrieval evaluation on the test split."""
 
     k: Annotated[int, Field(ge=1)] = 50
     query_chunk: Annotated[int, Field(ge=1)] = 1024
+    rerank: RerankParams = RerankParams()
 
 
 class TrackingParams(_Strict):

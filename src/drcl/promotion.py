@@ -15,6 +15,7 @@ measured, it is measured again against the new ones.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +39,8 @@ from drcl.metrics import chance_map, direction_report
 from drcl.model import Encoder, embed, load_encoder, read_metadata
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.registry import EncoderSet, Member, Registry, bounded_reason
+from drcl.rerank import TAG as RERANK_TAG
+from drcl.rerank import Rerank, choose_for
 from drcl.runtime import compute_dtype, resolve_device, resolved_precision
 from drcl.stages.train import train_modality
 from drcl.tracking import git_commit, metric_key, stage_run
@@ -114,6 +117,7 @@ class Outcome:
     map_all: dict[str, float] = field(default_factory=dict)
     champion_map_all: dict[str, float] = field(default_factory=dict)
     test_map_all: dict[str, float] = field(default_factory=dict)
+    rerank: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return asdict(self)
@@ -181,6 +185,18 @@ def _tables(encoders: Mapping[str, _Loaded], tests: Mapping[str, Split],
     return tables
 
 
+def _rerank(encoders: Mapping[str, _Loaded], vals: Mapping[str, Split], modalities: Sequence[str],
+            *, params: Params, multi_label: bool, device: torch.device) -> Rerank | None:
+    """The set's re-ranking, chosen on the validation split (None: no candidates to choose)."""
+    if not vals:
+        return None
+    embeddings = {m: embed(encoders[m].encoder, vals[m].features, device=device)
+                  for m in modalities}
+    setting, _ = choose_for(params, embeddings, {m: vals[m].labels for m in modalities},
+                            multi_label=multi_label, device=device)
+    return setting
+
+
 def noisy_labels(params: Params, manifest: Manifest) -> bool:
     """Whether the gate's labels are noisy: noise injected by `prepare`, or a label correction
     switched on, which says the given labels are not to be trusted."""
@@ -218,9 +234,11 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
     device = resolve_device(params.device)
     dtype = compute_dtype(params.precision, device)  # candidate and champion alike
     gate_split = params.promotion.split
-    used = tuple(dict.fromkeys((gate_split, "test")))
+    rerank_on = params.evaluate.rerank.enabled  # chosen on validation, kept with the set
+    used = tuple(dict.fromkeys((gate_split, "test", *(("val",) if rerank_on else ()))))
     loaded_data = {m: layout.modality(m, used) for m in manifest.modalities}
     tests = {m: data.split(gate_split) for m, data in loaded_data.items()}
+    vals = {m: data.val for m, data in loaded_data.items()} if rerank_on else {}
     reported = {m: data.test for m, data in loaded_data.items()}
     extractors = {m: info.extractor for m, info in manifest.modalities.items()}
     candidates = {m: _local(layout, m, device, extractors[m], dtype) for m in names}
@@ -242,7 +260,7 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
             tempfile.TemporaryDirectory() as tmp:
         outcome = _promote(registry, run_id, params=params, layout=layout, manifest=manifest,
                            full=full, names=names, candidates=candidates, tests=tests,
-                           reported=reported, lineage=lineage or {},
+                           reported=reported, vals=vals, lineage=lineage or {},
                            extractors=extractors, device=device, workdir=Path(tmp))
         run.log_metrics({f"candidate.{gate_split}_map_all.{d}": v
                          for d, v in outcome.map_all.items()}
@@ -268,9 +286,9 @@ def _same_prior(candidates: Mapping[str, _Loaded], prior_sha256: str, source: st
 
 def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
              manifest: Manifest, full: bool, names: list[str], candidates: dict[str, _Loaded],
-             tests: dict[str, Split], reported: dict[str, Split], extractors: dict[str, str],
-             device: torch.device, lineage: Mapping[str, Mapping[str, str]],
-             workdir: Path) -> Outcome:
+             tests: dict[str, Split], reported: dict[str, Split], vals: dict[str, Split],
+             extractors: dict[str, str], device: torch.device,
+             lineage: Mapping[str, Mapping[str, str]], workdir: Path) -> Outcome:
     registered: dict[str, Member] = {}
     for _ in range(MAX_ATTEMPTS):
         champion = registry.champion()
@@ -300,6 +318,8 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                             f"{layout.data} needs test data of another modality in the set")
         table = _tables(new_set, tests, directions, params=params,
                         multi_label=manifest.multi_label, device=device)
+        rerank = _rerank(new_set, vals, measurable, params=params,
+                         multi_label=manifest.multi_label, device=device)
         test_table = table if tests is reported else _tables(
             new_set, reported, directions, params=params, multi_label=manifest.multi_label,
             device=device)
@@ -326,7 +346,8 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                           members={m: f"{x.model}/{x.version}" for m, x in members.items()},
                           split=params.promotion.split, map_all=table["map_all"],
                           champion_map_all=champion_table["map_all"],
-                          test_map_all=test_table["map_all"])
+                          test_map_all=test_table["map_all"],
+                          rerank={} if rerank is None else rerank.as_dict())
         with registry.locked(params.registry.lock_wait_s):
             now = registry.champion()
             if (now and now.version) != (champion and champion.version):
@@ -344,7 +365,8 @@ def _promote(registry: Registry, run_id: str, *, params: Params, layout: Layout,
                 record=_record(decision, champion, table, champion_table, test_table, manifest,
                                params.promotion.split),
                 tags=_set_tags(decision, champion, manifest, layout, params.promotion.split,
-                               test_table))
+                               test_table) | ({} if rerank is None else
+                                              {RERANK_TAG: json.dumps(rerank.as_dict())}))
             outcome.set_version = created.version
             if decision.promoted:
                 outcome.replaced = registry.commit(

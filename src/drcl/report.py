@@ -7,6 +7,7 @@ from pathlib import Path
 
 from drcl.errors import DrclError
 from drcl.layout import Layout
+from drcl.rerank import Rerank
 
 
 def _read(path: Path) -> dict:
@@ -34,6 +35,8 @@ def tables(report: dict, prefix: str = "") -> dict[str, dict[str, float]]:
     """Each direction table of eval.json by name: `map_all`, ..., `unseen map_all`."""
     out: dict[str, dict[str, float]] = {}
     for name, table in report.items():
+        if not isinstance(table, dict):
+            continue  # a setting's values (`rerank`), not a table
         if "mean" in table:
             out[prefix + name] = table
         else:
@@ -68,6 +71,10 @@ def metrics_summary(layout: Layout) -> str:
     if at_k:
         mean += f", {at_k.replace('map_at_', 'MAP@')} {evaluation[at_k]['mean']:.4f}"
     lines.append(f"test, mean over {len(map_all) - 1} directions: {mean}")
+    if "reranked" in evaluation:
+        chosen = Rerank.from_dict(evaluation.get("rerank"))
+        lines.append(f"  re-ranked ({chosen.describe()}, chosen on validation): MAP@all "
+                     f"{evaluation['reranked']['map_all']['mean']:.4f}")
     for subset, what in (("unseen", "classes unseen in training (zero-shot)"),
                          ("seen", "classes seen in training")):
         if subset in evaluation:

@@ -124,7 +124,8 @@ def test_a_view_holds_the_steps_keys_only():
                            "model": {"standardize_per_modality": {"b": False}}})
     evaluate = BY_NAME["evaluate"].view(params, precision="fp32")
     assert evaluate == {"device": "auto", "precision": "fp32",
-                        "evaluate": {"k": 7, "query_chunk": 1024}}
+                        "evaluate": {"k": 7, "query_chunk": 1024,
+                                     "rerank": {"dba_k": [0], "qe_k": [0], "alpha": [3.0]}}}
     prior = BY_NAME["prior"].view(params)
     assert set(prior["train"]) == {"epochs", "batch_size", "lr", "lr_per_modality",
                                    "label_loss", "correction"}

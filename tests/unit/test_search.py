@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from drcl.errors import DrclError
-from drcl.search import SearchResult, read_features, top_k
+from drcl.nearest import top_k
+from drcl.search import SearchResult, read_features
 
 
 def brute_force(queries: torch.Tensor, database: torch.Tensor, k: int):

@@ -162,19 +162,21 @@ def train(store: Store, task: Mapping[str, Any], *, modality: str, data: Mapping
 def evaluate(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
              encoders: Sequence[Mapping[str, str]], tracking: Mapping[str, Any]
              ) -> tuple[Done, dict[str, Any]]:
-    """MAP of every direction on the test splits; returns the report (metrics/eval.json)."""
-    from drcl.stages.evaluate import evaluate_encoders
+    """MAP of every direction on the test splits (re-ranked too, chosen on the validation
+    splits); returns the report (metrics/eval.json)."""
+    from drcl.stages.evaluate import evaluate_encoders, evaluation_splits
 
     params = params_of(task, tracking=dict(tracking))
     shas = {e["modality"]: e["encoder"] for e in encoders}
-    inputs = dataset_inputs(dataset, ("test",)) | {f"encoder.{m}": s for m, s in shas.items()}
+    splits = evaluation_splits(params)
+    inputs = dataset_inputs(dataset, splits) | {f"encoder.{m}": s for m, s in shas.items()}
 
     def work(given: Path, made: Path) -> None:
         _join(tracking)
         files = {m: store.get(s, given / "models" / "encoders" / f"{m}.safetensors")
                  for m, s in shas.items()}
         layout = task_layout(given, made, encoders=files)
-        fetch_dataset(store, dataset, ("test",), layout)
+        fetch_dataset(store, dataset, splits, layout)
         evaluate_encoders(params, layout)
 
     done = run_keyed(store, "evaluate", task="evaluate", view=task["params"], code=task["code"],

@@ -26,8 +26,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from drcl.errors import DrclError
 from drcl.extract.manifest import Item
 from drcl.registry import LoadedMember, Member, load_verified
+from drcl.rerank import Rerank, ranked
 from drcl.runtime import compute_dtype, resolve_device, resolved_precision
-from drcl.search import Index, check_width, extract_raw, read_index, top_k
+from drcl.search import Index, check_width, extract_raw, read_index
 from drcl.serving.package import (
     ENCODER_FILE,
     MODEL_CONFIG,
@@ -132,7 +133,9 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             return [Answer(query=n, modality=q.modality, embedding=e.tolist())
                     for n, q, e in zip(names, queries, embedded, strict=True)]
         db = self._database(database)
-        scores, rows = top_k(torch.stack(embedded), db.embeddings, k=k, device=self.device)
+        scores, rows = ranked(torch.stack(embedded), db.embeddings,
+                              Rerank.from_dict(db.index.meta.get("rerank")), k=k,
+                              device=self.device)
         ids = db.index.ids
         return [Answer(query=n, modality=q.modality,
                        matches=[Match(rank=r, id=ids[j], score=round(s, 6)) for r, (j, s) in

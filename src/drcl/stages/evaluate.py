@@ -1,4 +1,5 @@
-"""Step `evaluate`: every ordered pair of modalities ranked on the test split."""
+"""Step `evaluate`: every ordered pair of modalities ranked on the test split, plain and, when
+`evaluate.rerank` has candidates, with the re-ranking chosen on the validation split."""
 
 from __future__ import annotations
 
@@ -15,8 +16,14 @@ from drcl.metrics import class_set_report, direction_report
 from drcl.model import embed, load_encoder, read_metadata
 from drcl.plots import pr_curves_png
 from drcl.report import flatten
+from drcl.rerank import choose_for, reranked_report
 from drcl.runtime import compute_dtype, resolve_device, resolved_precision
 from drcl.tracking import stage_run
+
+
+def evaluation_splits(params: Params) -> tuple[str, ...]:
+    """The splits evaluate reads: test, and validation to choose a re-ranking on."""
+    return ("val", "test") if params.evaluate.rerank.enabled else ("test",)
 
 
 def evaluate_encoders(params: Params, layout: Layout) -> dict:
@@ -28,14 +35,18 @@ def evaluate_encoders(params: Params, layout: Layout) -> dict:
     device = resolve_device(params.device)
     dtype = compute_dtype(params.precision, device)
     k = params.evaluate.k
-    embeddings, labels, priors = {}, {}, {}
+    splits = evaluation_splits(params)
+    embeddings, labels, priors, val_embeddings, val_labels = {}, {}, {}, {}, {}
     for m in manifest.modalities:
         path = layout.encoder(m)
         encoder = load_encoder(path, device=device, compute_dtype=dtype)
         priors[m] = read_metadata(path).get("prior_sha256")
-        test = layout.modality(m, ("test",)).test
-        embeddings[m] = embed(encoder, test.features, device=device)
-        labels[m] = test.labels
+        data = layout.modality(m, splits)
+        embeddings[m] = embed(encoder, data.test.features, device=device)
+        labels[m] = data.test.labels
+        if "val" in splits:
+            val_embeddings[m] = embed(encoder, data.val.features, device=device)
+            val_labels[m] = data.val.labels
     if len(set(priors.values())) != 1:
         raise DrclError(f"{layout.encoder(next(iter(priors)))}: encoders were trained against "
                         "different priors; retrain them against one prior")
@@ -52,6 +63,16 @@ def evaluate_encoders(params: Params, layout: Layout) -> dict:
                                               query_chunk=params.evaluate.query_chunk,
                                               device=device)
                        for name, classes in sets.items()}
+        if val_embeddings:  # chosen on validation, then measured on test
+            setting, table = choose_for(params, val_embeddings, val_labels,
+                                        multi_label=manifest.multi_label, device=device)
+            report["rerank"] = {**setting.as_dict(), "val_map_all": max(r["map_all"]
+                                                                        for r in table),
+                                "val_map_all_off": table[0]["map_all"]}
+            report["reranked"] = reranked_report(embeddings, labels, setting, k=k,
+                                                 multi_label=manifest.multi_label,
+                                                 query_chunk=params.evaluate.query_chunk,
+                                                 device=device)
         curves = {direction: (res.recall, res.precision) for direction, res in results.items()}
         with output_set(layout.out) as out:  # the curves and the report land together
             folder = out.path(layout.pr_curves)
