@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from drcl.data.prepare import prepare_dataset
 from drcl.errors import DrclError
 from drcl.metrics import direction_report
 from drcl.model import embed
-from drcl.prior import Candidate, PriorResult, select_prior
+from drcl.prior import PriorResult, select_prior
 from drcl.profiles import merge_profile, read_profile
 from drcl.runtime import resolve_device
 from drcl.train import train_encoder
@@ -125,7 +126,7 @@ class PriorCache:
     """SPL runs shared between variants that differ only after the prior (or in the snapshot)."""
 
     def __init__(self) -> None:
-        self._candidates: dict[str, dict[str, Candidate]] = {}
+        self._results: dict[str, PriorResult] = {}
 
     def get(self, modalities: list[ModalityData], params: Params, device: torch.device,
             num_classes: int) -> PriorResult:
@@ -135,13 +136,13 @@ class PriorCache:
         key = json.dumps([params.seed, params.model.model_dump(),
                           params.prior.model_dump(exclude={"spl_snapshot"}),
                           params.train.epochs, params.train.batch_size], default=str)
-        if key not in self._candidates:
-            self._candidates[key] = select_prior(modalities, num_classes=num_classes,
-                                                 params=params, device=device).candidates
-        candidates = self._candidates[key]
-        winner = max(candidates.values(), key=lambda c: c.best_score)
-        return PriorResult(prior=winner.prior(params.prior.spl_snapshot).cpu(), method="spl",
-                           chosen=winner.modality, candidates=candidates)
+        if key not in self._results:
+            self._results[key] = select_prior(modalities, num_classes=num_classes,
+                                              params=params, device=device)
+        result = self._results[key]
+        winner = max(result.candidates.values(), key=lambda c: c.best_score)
+        return replace(result, prior=winner.prior(params.prior.spl_snapshot).cpu(),
+                       chosen=winner.modality)
 
 
 def run_drcl(modalities: list[ModalityData], params: Params, multi_label: bool,

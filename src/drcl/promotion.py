@@ -213,6 +213,13 @@ def _without_mean(table: Mapping[str, float]) -> dict[str, float]:
     return {d: v for d, v in table.items() if d != "mean"}
 
 
+def promotion_splits(params: Params) -> tuple[str, ...]:
+    """The splits promotion reads: the gate's, test (reported), and validation to choose the
+    set's re-ranking on."""
+    rerank = ("val",) if params.evaluate.rerank.enabled else ()
+    return tuple(dict.fromkeys((params.promotion.split, "test", *rerank)))
+
+
 def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
             report: Path | None = None,
             lineage: Mapping[str, Mapping[str, str]] | None = None) -> Outcome:
@@ -234,11 +241,11 @@ def promote(params: Params, layout: Layout, *, modalities: Sequence[str] = (),
     device = resolve_device(params.device)
     dtype = compute_dtype(params.precision, device)  # candidate and champion alike
     gate_split = params.promotion.split
-    rerank_on = params.evaluate.rerank.enabled  # chosen on validation, kept with the set
-    used = tuple(dict.fromkeys((gate_split, "test", *(("val",) if rerank_on else ()))))
+    used = promotion_splits(params)
     loaded_data = {m: layout.modality(m, used) for m in manifest.modalities}
     tests = {m: data.split(gate_split) for m, data in loaded_data.items()}
-    vals = {m: data.val for m, data in loaded_data.items()} if rerank_on else {}
+    vals = {m: data.val for m, data in loaded_data.items()} if "val" in used \
+        and params.evaluate.rerank.enabled else {}
     reported = {m: data.test for m, data in loaded_data.items()}
     extractors = {m: info.extractor for m, info in manifest.modalities.items()}
     candidates = {m: _local(layout, m, device, extractors[m], dtype) for m in names}

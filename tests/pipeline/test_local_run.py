@@ -30,6 +30,8 @@ FAST = {"seed": 0, "device": "cpu",
                   "correction": {"method": "partial_ot", "warmup": 1, "cost": "cross_modal"}},
         # the gate measures the noisy validation labels: a lower bar than clean data clears
         "promotion": {"min_mean_map": 0.2, "min_direction_map": 0.1},
+        # re-ranking chosen on validation: evaluate and promote tasks read that split too
+        "evaluate": {"rerank": {"dba_k": [0, 3], "qe_k": [0, 3], "alpha": [3.0]}},
         "tracking": {"enabled": True, "experiment": "drcl-kfp-test"}}
 
 
@@ -87,8 +89,11 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     expected = json.loads((cli_dir / "metrics/eval.json").read_text())
     got = json.loads((evaluation / "metrics/eval.json").read_text())
     assert got == expected  # same code, params and seed: the same MAP, to the last digit
+    reranked = expected["reranked"]
     assert summary == (f"test MAP@all {expected['map_all']['mean']:.4f}, "
-                       f"MAP@50 {expected['map_at_50']['mean']:.4f}")
+                       f"MAP@50 {expected['map_at_50']['mean']:.4f}, "
+                       f"re-ranked MAP@all {reranked['map_all']['mean']:.4f}, "
+                       f"re-ranked MAP@50 {reranked['map_at_50']['mean']:.4f}")
     assert expected["map_all"]["mean"] > 0.3  # ten classes: chance is about 0.1
     # each training task corrected its labels with the posteriors the prior task handed over
     histories = {h.stem: h.read_text() for h in evaluation.glob("plots/train/*.csv")}
@@ -103,6 +108,8 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     outcome = json.loads(next(run_dir.glob("kfp/*/promote/outcome")).read_text())
     assert outcome["verdict"] == "champion"
     assert sorted(outcome["members"]) == sorted(SLICE)
+    assert "reranked" in got and outcome["rerank"] == {
+        k: expected["rerank"][k] for k in ("dba_k", "qe_k", "alpha")}
 
     from mlflow import MlflowClient
 

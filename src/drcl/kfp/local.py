@@ -60,7 +60,7 @@ class LocalRun:
         report = self.outputs / "metrics" / "eval.json"
         if report.is_file():
             lines.append("test " + ", ".join(
-                f"{name.replace('map_all', 'MAP@all').replace('map_at_', 'MAP@')} {value:.4f}"
+                f"{_figure_name(name)} {value:.4f}"
                 for name, value in mean_figures(json.loads(report.read_text())).items()))
         if self.summary.get("outcome"):
             lines.append(f"promotion: {_describe(self.summary['outcome'])}")
@@ -70,6 +70,12 @@ class LocalRun:
                      "nothing changed: every task reused from earlier runs, no training")
         lines.append(f"outputs in {self.outputs}")
         return lines
+
+
+def _figure_name(name: str) -> str:
+    """eval.json's `reranked.map_at_50` as `re-ranked MAP@50`."""
+    return (name.replace("map_all", "MAP@all").replace("map_at_", "MAP@")
+            .replace("reranked.", "re-ranked "))
 
 
 def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = ".") -> LocalRun:

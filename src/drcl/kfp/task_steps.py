@@ -191,6 +191,7 @@ def promote(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any]
     """drcl promote's gate on the encoders as a set, on the validation and test splits; never
     keyed (it changes the registry). Each encoder is registered with where it was trained."""
     from drcl.promotion import promote as promote_set
+    from drcl.promotion import promotion_splits
 
     params = params_of(task, tracking=dict(tracking))
     _join(tracking)
@@ -200,8 +201,7 @@ def promote(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any]
              for e in encoders}
     prior_file = store.get(class_prior["prior"], given / "models" / "prior.safetensors")
     layout = task_layout(given, scratch / "out", prior=prior_file, encoders=files)
-    splits = tuple(dict.fromkeys((params.promotion.split, "test")))
-    fetch_dataset(store, dataset, splits, layout, source=source)
+    fetch_dataset(store, dataset, promotion_splits(params), layout, source=source)
     lineage = {e["modality"]: {"drcl.train_key": e.get("key", ""),
                                "drcl.trained_in_kfp_run": e.get("run", "")} for e in encoders}
     return promote_set(params, layout, report=scratch / "promotion.json", lineage=lineage)
