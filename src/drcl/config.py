@@ -259,6 +259,9 @@ class TrainParams(_Strict):
     selection: Literal["val_loss", "target_map"] = "val_loss"
     label_loss: Literal["gce", "ce"] = "gce"
     correction: CorrectionParams = CorrectionParams()
+    ensemble: Annotated[int, Field(ge=1, le=32)] = 1
+    """Encoders trained per modality from different seeds (drcl.ensemble); they embed as
+    one, the normalised mean of their embeddings. 1: a single encoder, the method's."""
     targets: Literal["auto", "recast", "class"] = "auto"
     """Where J_MSE and J_D pull an item: `recast` y W_pinv (MRR), `class` y W^T (its class's
     column itself; the same for an orthonormal W); `auto`: class under a semantic prior."""

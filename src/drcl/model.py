@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from drcl.ensemble import mean_embedding
 from drcl.errors import DrclError
 from drcl.runtime import autocast
 from drcl.tensor_files import load_tensors, read_tensor_metadata, save_tensors
@@ -59,6 +60,26 @@ class Encoder(nn.Module):
         return nn.functional.normalize(z.float(), dim=1)
 
 
+MAX_MEMBERS = 32  # train.ensemble's bound
+
+
+class Ensemble(nn.Module):
+    """Encoders of one modality trained from different seeds (drcl.ensemble), embedding as
+    the normalised mean of their unit embeddings. Saved and loaded as one file, so it is
+    registered, checked, served and searched as one encoder."""
+
+    def __init__(self, members: Sequence[Encoder]) -> None:
+        super().__init__()
+        if not members or len({m.spec for m in members}) != 1:
+            raise DrclError("an ensemble needs one or more encoders of one spec")
+        self.members = nn.ModuleList(members)
+        self.spec = members[0].spec
+        self.compute_dtype = members[0].compute_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mean_embedding([member(x) for member in self.members])
+
+
 def adam(parameters: Iterable[torch.Tensor], *, lr: float) -> torch.optim.Adam:
     """The method's optimiser: Adam with betas (0.5, 0.999). Fused into one kernel over all
     parameters on CPU and CUDA (the same update; the per-tensor loop cost a 4096-wide encoder's
@@ -82,8 +103,8 @@ def input_statistics(features: np.ndarray, *,
 
 
 @torch.no_grad()
-def embed(encoder: Encoder, features: np.ndarray | torch.Tensor, *, batch_size: int = 4096,
-          device: torch.device | None = None) -> torch.Tensor:
+def embed(encoder: Encoder | Ensemble, features: np.ndarray | torch.Tensor, *,
+          batch_size: int = 4096, device: torch.device | None = None) -> torch.Tensor:
     """Embed features in batches (bounded memory); returns unit rows on `device`."""
     device = device or next(encoder.parameters()).device
     encoder.eval()
@@ -92,16 +113,19 @@ def embed(encoder: Encoder, features: np.ndarray | torch.Tensor, *, batch_size: 
     return torch.cat(out) if out else torch.empty(0, encoder.spec.common_dim, device=device)
 
 
-def save_encoder(encoder: Encoder, path: str | Path, **extra_metadata: str) -> None:
-    """Write weights and spec as safetensors, atomically."""
+def save_encoder(encoder: Encoder | Ensemble, path: str | Path, **extra_metadata: str) -> None:
+    """Write weights and spec as safetensors, atomically (an ensemble: every member's weights
+    in the one file, and how many there are)."""
     metadata = {k: str(v) for k, v in asdict(encoder.spec).items()} | extra_metadata
+    if isinstance(encoder, Ensemble):
+        metadata["ensemble"] = str(len(encoder.members))
     save_tensors(encoder.state_dict(), path, metadata)
 
 
 def load_encoder(path: str | Path, *, device: torch.device | str = "cpu",
-                 compute_dtype: torch.dtype | None = None) -> Encoder:
-    """Rebuild an encoder from a safetensors file (no pickle: safe to load); its weights stay
-    float32, `compute_dtype` only sets how it embeds."""
+                 compute_dtype: torch.dtype | None = None) -> Encoder | Ensemble:
+    """Rebuild an encoder (or a seed ensemble) from a safetensors file (no pickle: safe to
+    load); its weights stay float32, `compute_dtype` only sets how it embeds."""
     path = Path(path)
     if not path.is_file():
         raise DrclError(f"{path}: encoder weights not found")
@@ -109,7 +133,12 @@ def load_encoder(path: str | Path, *, device: torch.device | str = "cpu",
     try:
         spec = EncoderSpec(modality=meta["modality"], input_dim=int(meta["input_dim"]),
                            hidden_dim=int(meta["hidden_dim"]), common_dim=int(meta["common_dim"]))
-        encoder = Encoder(spec, compute_dtype=compute_dtype)
+        members = int(meta.get("ensemble", "0"))
+        if not 0 <= members <= MAX_MEMBERS:
+            raise ValueError(f"ensemble of {members} members")
+        encoder: Encoder | Ensemble = Encoder(spec, compute_dtype=compute_dtype) \
+            if members == 0 else Ensemble([Encoder(spec, compute_dtype=compute_dtype)
+                                           for _ in range(members)])
         encoder.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise DrclError(f"{path}: not a valid encoder file ({str(exc).splitlines()[0]})") \

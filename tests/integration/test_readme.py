@@ -233,6 +233,15 @@ def scenario_dvc(project):
     assert manifest["unseen_classes"] == ["3", "8"]
     assert "classes unseen in training (zero-shot): MAP@all" in out[0]
 
+    # re-ranking, chosen on validation: only evaluate reruns
+    out = p.run_blocks("rerank")
+    assert "Running stage 'evaluate'" in out[0] and "Running stage 'train" not in out[0]
+    report = metrics(p)
+    chosen = report["rerank"]
+    assert chosen["dba_k"] in (0, 5, 10) and chosen["qe_k"] in (0, 5, 10)
+    assert chosen["val_map_all"] >= chosen["val_map_all_off"]
+    assert "re-ranked (" in out[0] and "chosen on validation): MAP@all " in out[0]
+
 
 def scenario_own_npz(project):
     """Your own features: a three-view npz file, versioned with DVC, trained with -S settings
@@ -428,7 +437,7 @@ def scenario_kubeflow(project, s3_server, tmp_path):
 # blocks run inside another scenario: the serving blocks need the raw scenario's champions,
 # the noise block a paired data set of the user's
 PARTS = {"serve": "raw", "serve-server": "raw", "registry": "raw", "noise": "own-npz",
-         "zero-shot": "dvc", "tune": "dvc"}
+         "zero-shot": "dvc", "tune": "dvc", "rerank": "dvc"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
              "profiles": scenario_profiles, "s3": scenario_s3,
              "kubeflow": scenario_kubeflow}

@@ -13,9 +13,10 @@ from drcl.correction import Corrected, Partners, load_posteriors, partners_of
 from drcl.data.dataset import ModalityData, file_sha256, load_modality
 from drcl.data.noise import clean_labels
 from drcl.data.zero_shot import training_view
+from drcl.ensemble import member_seed
 from drcl.errors import DrclError
 from drcl.layout import Layout
-from drcl.model import save_encoder
+from drcl.model import Ensemble, save_encoder
 from drcl.plots import training_curve_png
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.runtime import resolve_device, resolved_precision
@@ -42,16 +43,19 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
                    dataset_sha256=data_sha256) as run:
         device = resolve_device(params.device)
         precision = resolved_precision(params.precision, device)
-        result = fit_encoder(params, layout, data, prior, prior_meta, device)
+        members = fit_members(params, layout, data, prior, prior_meta, device)
+        result = members[0]
         choice = result.standardization
+        encoder = result.encoder if len(members) == 1 else Ensemble([r.encoder for r in members])
         with output_set(layout.out) as out:  # the curve, metrics and weights land together
             write_csv(out.path(layout.train_history(modality)), result.history)
             training_curve_png(result.history, out.path(layout.train_curve(modality)),
                                title=f"RSC training: {modality}", best_epoch=result.best_epoch)
             write_json(out.path(layout.train_metrics(modality)),
                        {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                        "standardize": choice.as_dict(), "precision": precision})
-            save_encoder(result.encoder, out.path(layout.encoder(modality)),
+                        "standardize": choice.as_dict(), "precision": precision}
+                       | _ensemble_record(members))
+            save_encoder(encoder, out.path(layout.encoder(modality)),
                          prior_sha256=prior_checksum(prior),
                          dataset=prior_meta.get("dataset", ""),
                          standardize=json.dumps(choice.as_dict(), sort_keys=True),
@@ -65,6 +69,27 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
         run.log_artifacts(layout.train_history(modality), layout.train_curve(modality),
                           layout.train_metrics(modality))
     return result
+
+
+def fit_members(params: Params, layout: Layout, data: ModalityData, prior: torch.Tensor,
+                prior_meta: dict[str, str], device: torch.device) -> list[TrainResult]:
+    """The `train.ensemble` encoders of a modality: member 0 with the run's seed (the plain
+    run), the others with their own (drcl.ensemble.member_seed), all with member 0's choice
+    of input standardisation. The curves and metrics written are member 0's."""
+    size = params.train.for_modality(data.name).ensemble
+    results = [fit_encoder(params, layout, data, prior, prior_meta, device)]
+    for member in range(1, size):
+        results.append(fit_encoder(params.model_copy(update={
+            "seed": member_seed(params.seed, member)}), layout, data, prior, prior_meta,
+            device, standardization=results[0].standardization))
+    return results
+
+
+def _ensemble_record(members: list[TrainResult]) -> dict:
+    if len(members) == 1:
+        return {}
+    return {"ensemble": [{"best_epoch": r.best_epoch, "best_val_loss": r.best_val_loss}
+                         for r in members]}
 
 
 def fit_encoder(params: Params, layout: Layout, data: ModalityData, prior: torch.Tensor,
