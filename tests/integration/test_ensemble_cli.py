@@ -95,4 +95,5 @@ def test_an_ensemble_below_one_is_refused_in_one_line(project):
         assert done.returncode != 0 and len(lines) == 1 and where in lines[0], done.stderr
     params(project, per_modality={"image": {"ensemble": 0}})
     done = run(["drcl", "train", "-m", "image"], project)
-    assert done.returncode != 0 and "train.per_modality: image.ensemble: Input should be greater" in done.stderr
+    assert done.returncode != 0
+    assert "train.per_modality: image.ensemble: Input should be greater" in done.stderr

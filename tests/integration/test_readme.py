@@ -29,6 +29,7 @@ import yaml
 
 from drcl.examples import write_scene
 from drcl.profiles import apply_profile, read_profile
+from drcl.tensor_files import read_tensor_metadata
 from tests.integration.project import validation_map
 
 pytestmark = pytest.mark.slow
@@ -242,6 +243,14 @@ def scenario_dvc(project):
     assert chosen["val_map_all"] >= chosen["val_map_all_off"]
     assert "re-ranked (" in out[0] and "chosen on validation): MAP@all " in out[0]
 
+    # seed ensembles: the same prior, every encoder three members
+    out = p.run_blocks("ensemble")
+    assert "Running stage 'prior'" not in out[0] and "Running stage 'train@kar'" in out[0]
+    for m in ("kar", "mor"):
+        meta = read_tensor_metadata(p.root / f"models/encoders/{m}.safetensors")
+        assert meta["ensemble"] == "3"
+    assert metrics(p)["map_all"]["mean"] > 0.3
+
 
 def scenario_own_npz(project):
     """Your own features: a three-view npz file, versioned with DVC, trained with -S settings
@@ -437,7 +446,8 @@ def scenario_kubeflow(project, s3_server, tmp_path):
 # blocks run inside another scenario: the serving blocks need the raw scenario's champions,
 # the noise block a paired data set of the user's
 PARTS = {"serve": "raw", "serve-server": "raw", "registry": "raw", "noise": "own-npz",
-         "zero-shot": "dvc", "tune": "dvc", "rerank": "dvc"}
+         "zero-shot": "dvc", "tune": "dvc", "rerank": "dvc",
+         "ensemble": "dvc"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
              "profiles": scenario_profiles, "s3": scenario_s3,
              "kubeflow": scenario_kubeflow}
