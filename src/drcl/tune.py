@@ -49,6 +49,9 @@ from drcl.standardization import StandardizeChoice, choose_standardization
 from drcl.steps import BY_NAME
 
 _DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+HEARTBEAT_S = 5
+GRACE_S = 20
+_OPEN_ATTEMPTS = 5
 _STEP = 10_000
 """A joint trial reports modality i's epoch e at step i * _STEP + e: one curve per trial."""
 
@@ -210,17 +213,23 @@ def _open_study(name: str, *, storage: str, fingerprint: str, params: Params,
     if params.tune.pruning:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=4,
                                              n_warmup_steps=max(1, params.train.epochs // 5))
-    try:
-        study = optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                               n_startup_trials=min(8, params.tune.trials)),
-            pruner=pruner)
-    except (ImportError, ValueError) as exc:
-        raise DrclError(f"tune.storage: cannot open {storage!r} ({exc})") from None
-    except Exception as exc:  # sqlalchemy's OperationalError and kin: one line, the cause
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DrclError(f"tune.storage: cannot open {storage!r} ({first})") from None
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            study = optuna.create_study(
+                study_name=name, storage=_rdb(storage), direction="maximize",
+                load_if_exists=True,
+                sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                                   n_startup_trials=min(8, params.tune.trials)),
+                pruner=pruner)
+            break
+        except (ImportError, ValueError) as exc:
+            raise DrclError(f"tune.storage: cannot open {storage!r} ({exc})") from None
+        except Exception as exc:  # sqlalchemy's OperationalError and kin: one line, the cause
+            if attempt + 1 < _OPEN_ATTEMPTS and _raced(exc):
+                time.sleep(0.5 + attempt)  # another worker is making the same tables or study
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DrclError(f"tune.storage: cannot open {storage!r} ({first})") from None
     made_by = study.user_attrs.get("fingerprint")
     if made_by is None:
         study.set_user_attr("fingerprint", fingerprint)
@@ -228,6 +237,32 @@ def _open_study(name: str, *, storage: str, fingerprint: str, params: Params,
         raise DrclError(f"tune.study: study {name!r} in {storage} was made with other "
                         "settings, code, data or prior; name a new tune.study to search afresh")
     return study
+
+
+def _rdb(storage: str) -> optuna.storages.RDBStorage:
+    """The study's database with heartbeats: a trial whose worker died (a killed process, a
+    lost pod) is marked failed after the grace period and runs again elsewhere."""
+    return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S,
+                                      grace_period=GRACE_S)
+
+
+def _raced(exc: Exception) -> bool:
+    """Two workers creating one study (or sqlite's tables) at once: the loser retries."""
+    text = str(exc).lower()
+    return any(s in text for s in ("already exists", "unique constraint", "locked",
+                                   "duplicate"))
+
+
+def _settle(study: optuna.Study) -> None:
+    """Wait until no trial of `study` is running in another worker (a dead worker's trial
+    is failed by its heartbeat), so every worker moves on with the same best trial."""
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False,
+                                   states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            return
+        time.sleep(1.0)
 
 
 def _remaining(study: optuna.Study, trials: int) -> int:
@@ -246,15 +281,23 @@ class _Tracker:
 
         self.client = connect(root)
         self.exp = experiment_id(self.client, params.tracking.experiment)
-        found = self.client.search_runs([self.exp], filter_string=f"tags.`drcl.tune.study` = "
-                                        f"'{study}'", max_results=1)
+        found = self._runs(study)
         if found:
             self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            self.run_id = self.client.create_run(
-                self.exp, run_name=f"tune {study}",
-                tags={"drcl.tune.study": study, "drcl.stage": "tune"}).info.run_id
+            return
+        mine = self.client.create_run(self.exp, run_name=f"tune {study}",
+                                      tags={"drcl.tune.study": study, "drcl.stage": "tune"})
+        # workers starting together may each have made one: all keep the oldest
+        self.run_id = self._runs(study)[0].info.run_id
+        if self.run_id != mine.info.run_id:
+            self.client.delete_run(mine.info.run_id)
+
+    def _runs(self, study: str) -> list:
+        assert self.client is not None
+        runs = self.client.search_runs([self.exp], filter_string=f"tags.`drcl.tune.study` = "
+                                       f"'{study}'", max_results=50)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
     def trial(self, modality: str | None, trial: optuna.trial.FrozenTrial) -> None:
         if self.client is None:
@@ -340,8 +383,10 @@ def _run(study: optuna.Study, objective, *, params: Params, deadline: float | No
     left = _remaining(study, params.tune.trials)
     if left == 0 or (deadline is not None and _timeout(deadline) == 0):
         return
+    # other workers may share the study: stop when the budget is spent by all of them
     study.optimize(objective, n_trials=left, timeout=_timeout(deadline),
-                   callbacks=[lambda _s, trial: tracker.trial(modality, trial)])
+                   callbacks=[optuna.study.MaxTrialsCallback(params.tune.trials, states=_DONE),
+                              lambda _s, trial: tracker.trial(modality, trial)])
 
 
 def _pruning(trial: optuna.Trial, offset: int = 0) -> Callable[[int, float], None]:
@@ -377,7 +422,7 @@ def _coordinate(search: _Search, params: Params, storage: str, fingerprint: str,
         study = _open_study(f"{params.tune.study}.{modality}", storage=storage,
                             fingerprint=fingerprint, params=params, seed=params.seed + index)
         if not study.trials:  # the first trial: the values it trains with now
-            study.enqueue_trial(current_values(params, modality, space))
+            study.enqueue_trial(current_values(params, modality, space), skip_if_exists=True)
         others = dict(embeddings)
 
         def objective(trial: optuna.Trial, modality=modality, others=others) -> float:
@@ -390,6 +435,7 @@ def _coordinate(search: _Search, params: Params, storage: str, fingerprint: str,
 
         _run(study, objective, params=params, deadline=deadline, tracker=tracker,
              modality=modality)
+        _settle(study)
         chosen = _best_trial(study)
         if chosen is not None and chosen.value is not None and chosen.value >= best:
             current[modality] = deep_merge(current[modality], nested(chosen.params))
@@ -422,7 +468,7 @@ def _joint(search: _Search, params: Params, storage: str, fingerprint: str,
                         fingerprint=fingerprint, params=params, seed=params.seed)
     first = search.modalities[0]
     if not study.trials:
-        study.enqueue_trial(current_values(params, first, space))
+        study.enqueue_trial(current_values(params, first, space), skip_if_exists=True)
     base = {m: dict(params.train.per_modality.get(m, {})) for m in search.modalities}
 
     def objective(trial: optuna.Trial) -> float:
@@ -432,6 +478,7 @@ def _joint(search: _Search, params: Params, storage: str, fingerprint: str,
         return search.score(embeddings)
 
     _run(study, objective, params=params, deadline=deadline, tracker=tracker, modality=None)
+    _settle(study)
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     baseline = done[0].value if done and done[0].number == 0 else float("nan")
     chosen = _best_trial(study)
@@ -451,7 +498,7 @@ def _rows(storage: str, params: Params, modalities: list[str]) -> list[dict[str,
         if params.tune.strategy == "coordinate" else [f"{params.tune.study}.joint"]
     rows = []
     for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=_rdb(storage))
         for t in study.get_trials(deepcopy=False):
             duration = (t.datetime_complete - t.datetime_start).total_seconds() \
                 if t.datetime_complete and t.datetime_start else None
