@@ -22,6 +22,8 @@ import functools
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -49,6 +51,7 @@ from drcl.standardization import StandardizeChoice, choose_standardization
 from drcl.steps import BY_NAME
 
 _DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who ran a trial (trials.csv `worker`)
 HEARTBEAT_S = 5
 GRACE_S = 20
 _OPEN_ATTEMPTS = 5
@@ -401,6 +404,7 @@ def _trained(search: _Search, trial: optuna.Trial, modality: str, override: dict
              offset: int = 0) -> np.ndarray:
     """A trial's encoder for `modality`; a setting that breaks training (a loss gone NaN at
     a large lr) ends the trial as pruned, with the reason, and the search goes on."""
+    trial.set_user_attr("worker", WORKER)
     try:
         return search.embeddings(modality, override, on_epoch=_pruning(trial, offset))
     except DrclError as exc:
@@ -504,6 +508,7 @@ def _rows(storage: str, params: Params, modalities: list[str]) -> list[dict[str,
                 if t.datetime_complete and t.datetime_start else None
             rows.append({"study": name, "trial": t.number, "state": t.state.name,
                          "val_map_all": t.value, "seconds": duration,
+                         "worker": t.user_attrs.get("worker", ""),
                          **{k: t.params.get(k) for k in params.tune.space}})
     return rows
 

@@ -27,13 +27,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.integration.project import run, write_features, write_params
+from tests.integration.project import copy_pipeline, run, write_features, write_params
 from tests.services import HOST, free_ports, running
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
 K8S_VERSION = "1.30.0"
-RENDERED = ("overlays/kubeflow-profile", "overlays/plain-namespace", "serving")
+RENDERED = ("overlays/kubeflow-profile", "overlays/plain-namespace", "serving", "tune")
 
 
 def render(kustomization: str) -> list[dict]:
@@ -78,7 +78,9 @@ def container_env(doc: dict, config_maps: dict[str, dict], secret_values: dict[t
                                         entry["value"])
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
-            env[entry["name"]] = secret_values[(ref["name"], ref["key"])]
+            key = (ref["name"], ref["key"])
+            if key in secret_values or not ref.get("optional"):
+                env[entry["name"]] = secret_values[key]
     return env
 
 
@@ -224,3 +226,83 @@ def test_the_serving_runtime_serves_a_champion_as_its_manifest_says(projects, tm
     logged = (tmp_path / "serve.log").read_text()
     assert re.search(r"drcl: serving drcl-encoder-image v1, .* on cpu in (fp32|bf16|tf32) "
                      r"\(model config precision", logged), logged[-2000:]
+
+
+@pytest.mark.slow
+def test_the_tuning_job_runs_its_workers_as_its_manifest_says(tmp_path, s3_server,
+                                                              empty_mlflow_store):
+    """Two workers of the Job at once, each its container command as written (clone the
+    project, pull its DVC outputs up to the prior from S3, `drcl tune`), on one study: the
+    budget is spent once, by both; then `drcl tune` in the user's clone writes the result."""
+    import csv
+    import time
+
+    s3 = s3_server.env()
+    origin, work = tmp_path / "origin.git", tmp_path / "work"
+    study, store = tmp_path / "study.db", tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_store, store)
+    for cmd, cwd in ((["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path),
+                     (["git", "clone", "-q", str(origin), str(work)], tmp_path),
+                     (["dvc", "init", "-q"], work)):
+        assert run(cmd, cwd).returncode == 0
+    copy_pipeline(work)
+    write_features(work / "features.npz")
+    write_params(work, data={"source": "npz", "path": "features.npz",
+                             "modalities": ["image", "text"]},
+                 tracking={"enabled": True},
+                 tune={"trials": 3, "storage": f"sqlite:///{study}"})
+    for cmd in (["drcl", "storage", "check", "--bucket", "drcl-tune", "--create"],
+                ["dvc", "remote", "add", "-d", "store", "s3://drcl-tune/dvc"],
+                ["dvc", "repro", "prior"], ["dvc", "push", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=u", "-c", "user.email=u@e", "commit", "-qm", "prior"],
+                ["git", "push", "-q", "origin", "HEAD:main"]):
+        done = run(cmd, work, {**s3, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+        assert done.returncode == 0, (cmd, done.stdout[-2000:], done.stderr[-2000:])
+
+    docs = render("tune")
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs
+                   if d["kind"] == "ConfigMap"}
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["spec"]["parallelism"] >= 2
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = container_env(job, config_maps, {
+        ("drcl-mlflow-db", "password"): "unused", ("drcl-s3", "AWS_ACCESS_KEY_ID"):
+            s3["AWS_ACCESS_KEY_ID"], ("drcl-s3", "AWS_SECRET_ACCESS_KEY"):
+            s3["AWS_SECRET_ACCESS_KEY"], ("drcl-mlflow", "MLFLOW_TRACKING_USERNAME"): "unused",
+        ("drcl-mlflow", "MLFLOW_TRACKING_PASSWORD"): "unused"})
+    assert env["GIT_ASKPASS"] == "drcl-git-askpass" and "DRCL_GIT_PASSWORD" not in env
+    # what differs from a pod: the repository, the tracking store, S3's endpoint, the paths
+    env |= {"DRCL_TUNE_REPO": f"file://{origin}", "DRCL_TUNE_REV": "main",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "DVC_NO_ANALYTICS": "1",
+            "AWS_ENDPOINT_URL": s3["AWS_ENDPOINT_URL"], "AWS_DEFAULT_REGION": "us-east-1",
+            "OMP_NUM_THREADS": "1", "HOME": str(tmp_path),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    assert container["workingDir"] == "/work"
+    workers = []
+    for i in range(2):
+        folder = tmp_path / f"pod{i}"
+        folder.mkdir()
+        log = (folder / "log").open("wb")
+        workers.append((subprocess.Popen(container["command"] + container["args"], cwd=folder,
+                                         env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(0.5)
+    for proc, log in workers:
+        assert proc.wait(timeout=600) == 0, Path(log.name).read_text()[-3000:]
+        log.close()
+
+    done = run(["drcl", "tune"], work, {**s3, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader((work / "tune" / "trials.csv").open()))
+    for modality in ("image", "text"):
+        finished = [r for r in rows if r["study"] == f"drcl.{modality}"
+                    and r["state"] in ("COMPLETE", "PRUNED")]
+        assert 3 <= len(finished) <= 4, rows  # the budget, once (a worker may start one more)
+    assert len({r["worker"] for r in rows}) == 2, rows  # both workers ran trials
+    assert (work / "tune" / "best.yaml").is_file()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("drcl")
+    parents = client.search_runs([experiment.experiment_id],
+                                 filter_string="tags.`drcl.tune.study` = 'drcl'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
