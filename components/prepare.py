@@ -7,7 +7,8 @@ def prepare(task: dict, source: dict, store: str, train_tasks: dict,
             extracted: Optional[dict] = None  # noqa: UP045 (kfp reads Optional only)
             ) -> NamedTuple("Prepared", [("dataset", dict), ("fanout", list), ("report", dict)]):
     """Import, check and split the data set (reused when its content is unchanged); returns
-    it by reference and one training task per modality: its view and its own splits."""
+    it by reference and one training task per modality (per member of a seed ensemble): its
+    view and its own splits."""
     from collections import namedtuple
 
     from drcl.errors import DrclError
@@ -20,6 +21,5 @@ def prepare(task: dict, source: dict, store: str, train_tasks: dict,
     if missing:
         raise DrclError(f"data.modalities: the data set has {', '.join(missing)}, which the "
                         "run's arguments do not list")
-    fanout = [{"modality": m, "task": train_tasks[m], "data": splits}
-              for m, splits in dataset["modalities"].items()]
+    fanout = task_steps.fanout(dataset, train_tasks)
     return namedtuple("Prepared", ["dataset", "fanout", "report"])(dataset, fanout, done.report)

@@ -7,8 +7,9 @@ from kfp.dsl import Metrics, Output
 
 def train(item: dict, class_prior: dict, store: str, tracking: dict, metrics: Output[Metrics]
           ) -> NamedTuple("Trained", [("encoder", dict), ("report", dict)]):
-    """Train one modality's encoder against the frozen prior on its own training and
-    validation splits, and nothing else (`item`: its modality, view and splits)."""
+    """Train one modality's encoder (one member of its seed ensemble) against the frozen prior
+    on its own training and validation splits, and nothing else (`item`: its modality, view,
+    splits and member)."""
     import json
     from collections import namedtuple
 
@@ -19,7 +20,9 @@ def train(item: dict, class_prior: dict, store: str, tracking: dict, metrics: Ou
     store_ = Store(store)
     modality = item["modality"]
     done, encoder = task_steps.train(store_, item["task"], modality=modality, data=item["data"],
-                                     class_prior=class_prior, tracking=tracking)
+                                     class_prior=class_prior, tracking=tracking,
+                                     member=item.get("member", 0),
+                                     members=item.get("members", 1))
     result = json.loads(task_steps.fetch_text(store_,
                                                done.sha(Layout().train_metrics(modality))))
     metrics.log_metric("best_epoch", result["best_epoch"])

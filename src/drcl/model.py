@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,6 +147,21 @@ def load_encoder(path: str | Path, *, device: torch.device | str = "cpu",
     if not all(torch.isfinite(t).all() for t in state.values()):
         raise DrclError(f"{path}: the encoder holds NaN or infinite weights")
     return encoder.to(device)
+
+
+def pack_ensemble(members: Sequence[Path], dest: Path) -> Path:
+    """One file of an ensemble from its members' own files (a Kubeflow run trains members in
+    tasks of their own), with the first member's provenance: what `drcl train` writes."""
+    if len(members) == 1:
+        shutil.copyfile(members[0], dest)
+        return dest
+    loaded = [load_encoder(p) for p in members]
+    if any(isinstance(e, Ensemble) for e in loaded):
+        raise DrclError(f"{members[0]}: ensemble members must be single encoders")
+    spec_keys = set(asdict(loaded[0].spec))
+    extra = {k: v for k, v in read_metadata(members[0]).items() if k not in spec_keys}
+    save_encoder(Ensemble(loaded), dest, **extra)  # type: ignore[arg-type]
+    return dest
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

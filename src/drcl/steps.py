@@ -72,10 +72,13 @@ class Step:
         return code_digest(self.module)
 
     def key(self, view: Mapping[str, Any], inputs: Mapping[str, str], *, code: str,
-            modality: str | None = None) -> str:
-        """A task's identity: its view, its code and its inputs' content hashes."""
+            modality: str | None = None, member: int | None = None) -> str:
+        """A task's identity: its view, its code and its inputs' content hashes (and, for one
+        member of a seed ensemble trained alone, which member)."""
         what = {"step": self.name, "modality": modality, "params": view, "code": code,
                 "inputs": dict(sorted(inputs.items()))}
+        if member is not None:
+            what["member"] = member
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 

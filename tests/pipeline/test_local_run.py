@@ -27,7 +27,9 @@ FAST = {"seed": 0, "device": "cpu",
                  "noise": {"kind": "symmetric", "rate": 0.2}},
         "model": {"hidden_dim": 32, "common_dim": 16},
         "train": {"epochs": 3, "batch_size": 32, "lr": 3e-3,
-                  "correction": {"method": "partial_ot", "warmup": 1, "cost": "cross_modal"}},
+                  "correction": {"method": "partial_ot", "warmup": 1, "cost": "cross_modal"},
+                  # a seed ensemble of two for one view: two tasks, packed into one encoder
+                  "per_modality": {"kar": {"ensemble": 2}}},
         # the gate measures the noisy validation labels: a lower bar than clean data clears
         "promotion": {"min_mean_map": 0.2, "min_direction_map": 0.1},
         # re-ranking chosen on validation: evaluate and promote tasks read that split too
@@ -69,11 +71,12 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     # only a summary: each task, MAP, what promotion did, what it computed, where the outputs
     # are (kfp's own log is in the run's folder)
     lines = result.stdout.splitlines()
-    assert [line.split()[:2] for line in lines[:6]] == [
-        ["prepare", "ran"], ["prior", "ran"], *(([f"train@{m}", "ran"]) for m in SLICE),
+    trains = ["train@fou", "train@kar#0", "train@kar#1", "train@mor"]
+    assert [line.split()[:2] for line in lines[:7]] == [
+        ["prepare", "ran"], ["prior", "ran"], *([t, "ran"] for t in trains),
         ["evaluate", "ran"]]
-    summary, promotion, computed, where = lines[6:]
-    assert computed == "computed: prior, " + ", ".join(f"train@{m}" for m in SLICE)
+    summary, promotion, computed, where = lines[7:]
+    assert computed == "computed: prior, " + ", ".join(trains)
     evaluation = Path(where.removeprefix("outputs in "))
     run_dir = evaluation.parent
     assert run_dir.is_relative_to(tmp_path / "kfp" / "runs") and (run_dir / "kfp.log").is_file()
@@ -103,6 +106,11 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
         sorted(p.name for p in (cli_dir / "plots/pr").iterdir())
     assert (evaluation / "plots/images/pr_curves.png").stat().st_size > 1000
     assert sorted(p.stem for p in (evaluation / "models/encoders").iterdir()) == sorted(SLICE)
+    from drcl.model import read_metadata
+
+    assert read_metadata(evaluation / "models/encoders/kar.safetensors")["ensemble"] == "2"
+    assert (evaluation / "models/encoders/kar.safetensors").read_bytes() == \
+        (cli_dir / "models/encoders/kar.safetensors").read_bytes()  # packed as drcl train
     summary_md = next(run_dir.glob("kfp/*/evaluate/summary")).read_text()
     assert "| fou |" in summary_md and "map_all" in summary_md
     outcome = json.loads(next(run_dir.glob("kfp/*/promote/outcome")).read_text())
@@ -123,5 +131,7 @@ def test_local_pipeline_run_matches_the_cli_stages(tmp_path, monkeypatch, uci_ca
     assert parent.data.tags["drcl.task.train.fou"] == "ran"
     children = sorted(r.info.run_name for r in runs
                       if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
-    assert children == ["evaluate", "prior", "promote", *(f"train@{m}" for m in SLICE)]
+    # one training run per task: the ensemble's two members each have theirs
+    assert children == ["evaluate", "prior", "promote", "train@fou", "train@kar", "train@kar",
+                        "train@mor"]
     # (what a run reuses from earlier ones: tests/pipeline/test_incremental.py)

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import sys
 import time
 import warnings
@@ -112,12 +113,28 @@ def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = "
 
 def materialize(store: Store, summary: dict, dest: Path) -> None:
     """The run's outputs (prior, encoders, metrics, plots), fetched from the store into a
-    folder laid out like the DVC workspace; the data set stays in the store."""
+    folder laid out like the DVC workspace; the data set stays in the store. A seed
+    ensemble's members (tasks `train@M#J`) are packed into M's one encoder file, as `drcl
+    train` writes it, beside member 0's curves and metrics."""
+    from drcl.layout import Layout
+    from drcl.model import pack_ensemble
+
+    members: dict[str, dict[int, str]] = {}
     for task in summary["tasks"]:
         if task["task"] in ("prepare", "extract"):
             continue
+        name, _, member = task["task"].partition("#")
         for path, sha in task["outputs"].items():
-            store.get(sha, dest / path)
+            modality = name.removeprefix("train@")
+            if member and path == Layout(Path(".")).encoder(modality).as_posix():
+                members.setdefault(modality, {})[int(member)] = sha
+            elif member in ("", "0"):
+                store.get(sha, dest / path)
+    for modality, shas in members.items():
+        parts = [store.get(sha, dest / ".members" / f"{modality}.{j}.safetensors")
+                 for j, sha in sorted(shas.items())]
+        pack_ensemble(parts, Layout(dest).encoder(modality))
+    shutil.rmtree(dest / ".members", ignore_errors=True)
 
 
 @contextmanager

@@ -127,13 +127,26 @@ def prior(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
     return done, {"prior": done.sha(layout.prior), "posteriors": done.sha(layout.posteriors)}
 
 
+def fanout(dataset: Mapping[str, Any], train_tasks: Mapping[str, Any]) -> list[dict]:
+    """One training task per modality, or per member of its seed ensemble
+    (`train.ensemble`): its view, its own splits, and which member of how many."""
+    items = []
+    for m, splits in dataset["modalities"].items():
+        size = params_of(train_tasks[m]).train.for_modality(m).ensemble
+        items += [{"modality": m, "task": train_tasks[m], "data": splits, "member": j,
+                   "members": size} for j in range(size)]
+    return items
+
+
 def train(store: Store, task: Mapping[str, Any], *, modality: str, data: Mapping[str, str],
-          class_prior: Mapping[str, str], tracking: Mapping[str, Any]
-          ) -> tuple[Done, dict[str, str]]:
-    """RSC for one modality on its own training and validation splits against the prior;
-    returns {"modality", "encoder": sha, "key", "run"} (the run that trained it)."""
+          class_prior: Mapping[str, str], tracking: Mapping[str, Any], member: int = 0,
+          members: int = 1) -> tuple[Done, dict[str, Any]]:
+    """RSC for one modality (one member of its ensemble, when it has several) on its own
+    training and validation splits against the prior; returns {"modality", "member",
+    "encoder": sha, "key", "run"} (the run that trained it)."""
     from drcl.stages.train import train_modality
 
+    member, members = int(member), int(members)  # kfp hands a loop's numbers over as floats
     params = params_of(task, tracking=dict(tracking))
     correction = params.train.correction
     reads_posteriors = correction.method != "none" and correction.cost == "cross_modal"
@@ -150,13 +163,52 @@ def train(store: Store, task: Mapping[str, Any], *, modality: str, data: Mapping
         layout = task_layout(given, made, prior=prior_file)
         fetch_dataset(store, {"manifest": "", "modalities": {modality: dict(data)}},
                       TRAINING_SPLITS, layout, with_manifest=False)
-        train_modality(params, layout, modality=modality)
+        train_modality(params, layout, modality=modality,
+                       member=None if members == 1 else member)
 
-    done = run_keyed(store, "train", task=f"train@{modality}", view=task["params"],
-                     code=task["code"], inputs=inputs, work=work, modality=modality)
+    alone = members > 1  # one member of several: a task (and a key) of its own
+    done = run_keyed(store, "train", task=f"train@{modality}" + (f"#{member}" if alone else ""),
+                     view=task["params"], code=task["code"], inputs=inputs, work=work,
+                     modality=modality, member=member if alone else None)
     encoder = done.sha(Layout(Path(".")).encoder(modality))
-    return done, {"modality": modality, "encoder": encoder, "key": done.report["key"],
-                  "run": done.report["run"]}
+    return done, {"modality": modality, "member": member, "encoder": encoder,
+                  "key": done.report["key"], "run": done.report["run"]}
+
+
+def _encoder_inputs(encoders: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The encoders' content hashes as a task's inputs: one per modality, or per member."""
+    counts: dict[str, int] = {}
+    for e in encoders:
+        counts[e["modality"]] = counts.get(e["modality"], 0) + 1
+    return {f"encoder.{e['modality']}" + (f"#{int(e.get('member', 0))}"
+                                          if counts[e["modality"]] > 1 else ""): e["encoder"]
+            for e in encoders}
+
+
+def _encoder_files(store: Store, encoders: Sequence[Mapping[str, Any]], folder: Path
+                   ) -> dict[str, Path]:
+    """Each modality's encoder file in `folder`, an ensemble's members packed into one as
+    `drcl train` writes it (drcl.model.pack_ensemble)."""
+    from drcl.model import pack_ensemble
+
+    by_modality: dict[str, list[Mapping[str, Any]]] = {}
+    for e in encoders:
+        by_modality.setdefault(e["modality"], []).append(e)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for m, members in by_modality.items():
+        members = sorted(members, key=lambda e: int(e.get("member", 0)))
+        parts = [store.get(e["encoder"], folder / "members" /
+                           f"{m}.{int(e.get('member', 0))}.safetensors") for e in members]
+        files[m] = pack_ensemble(parts, folder / f"{m}.safetensors")
+    return files
+
+
+def _lineage(encoders: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Where each modality's encoder was trained (its first member's task)."""
+    return {e["modality"]: {"drcl.train_key": e.get("key", ""),
+                            "drcl.trained_in_kfp_run": e.get("run", "")}
+            for e in encoders if int(e.get("member", 0)) == 0}
 
 
 def evaluate(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
@@ -167,14 +219,12 @@ def evaluate(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any
     from drcl.stages.evaluate import evaluate_encoders, evaluation_splits
 
     params = params_of(task, tracking=dict(tracking))
-    shas = {e["modality"]: e["encoder"] for e in encoders}
     splits = evaluation_splits(params)
-    inputs = dataset_inputs(dataset, splits) | {f"encoder.{m}": s for m, s in shas.items()}
+    inputs = dataset_inputs(dataset, splits) | _encoder_inputs(encoders)
 
     def work(given: Path, made: Path) -> None:
         _join(tracking)
-        files = {m: store.get(s, given / "models" / "encoders" / f"{m}.safetensors")
-                 for m, s in shas.items()}
+        files = _encoder_files(store, encoders, given / "models" / "encoders")
         layout = task_layout(given, made, encoders=files)
         fetch_dataset(store, dataset, splits, layout)
         evaluate_encoders(params, layout)
@@ -196,15 +246,12 @@ def promote(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any]
     params = params_of(task, tracking=dict(tracking))
     _join(tracking)
     given = scratch / "in"
-    folder = given / "models" / "encoders"
-    files = {e["modality"]: store.get(e["encoder"], folder / f"{e['modality']}.safetensors")
-             for e in encoders}
+    files = _encoder_files(store, encoders, given / "models" / "encoders")
     prior_file = store.get(class_prior["prior"], given / "models" / "prior.safetensors")
     layout = task_layout(given, scratch / "out", prior=prior_file, encoders=files)
     fetch_dataset(store, dataset, promotion_splits(params), layout, source=source)
-    lineage = {e["modality"]: {"drcl.train_key": e.get("key", ""),
-                               "drcl.trained_in_kfp_run": e.get("run", "")} for e in encoders}
-    return promote_set(params, layout, report=scratch / "promotion.json", lineage=lineage)
+    return promote_set(params, layout, report=scratch / "promotion.json",
+                       lineage=_lineage(encoders))
 
 
 def fetch_text(store: Store, sha: str) -> str:

@@ -120,11 +120,11 @@ class Done:
 
 def run_keyed(store: Store, step_name: str, *, task: str, view: Mapping[str, Any], code: str,
               inputs: Mapping[str, str], work: Callable[[Path, Path], None],
-              modality: str | None = None) -> Done:
+              modality: str | None = None, member: int | None = None) -> Done:
     """Reuse the completed task with this key, or run `work(inputs_dir, outputs_dir)` and
     store every file it wrote under `outputs_dir`, then the task's record."""
     step = BY_NAME[step_name]
-    key = step.key(view, inputs, code=code, modality=modality)
+    key = step.key(view, inputs, code=code, modality=modality, member=member)
     report = {"task": task, "step": step_name, "key": key, "inputs": dict(inputs)}
     start = time.perf_counter()
     found = store.record(step_name, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,17 +21,20 @@ from drcl.model import Ensemble, save_encoder
 from drcl.plots import training_curve_png
 from drcl.prior_io import load_prior, prior_checksum
 from drcl.runtime import resolve_device, resolved_precision
+from drcl.standardization import choose_standardization
 from drcl.tracking import stage_run
 from drcl.train import Observer, TrainResult, target_kind, train_encoder
 
 
 def train_modality(params: Params, layout: Layout, *, modality: str,
-                   prior_path: Path | None = None) -> TrainResult:
-    """Train `modality`'s encoder; write it, its metrics and its training curves.
+                   prior_path: Path | None = None, member: int | None = None) -> TrainResult:
+    """Train `modality`'s encoder (every member of its seed ensemble, as one file); write it,
+    its metrics and its training curves.
 
     Reads only the prior and this modality's own file, so DVC retrains a modality alone when
     only its data changes. `prior_path` replaces the pipeline's prior (adding a modality to the
-    registry's champions trains against theirs).
+    registry's champions trains against theirs). `member` trains that member of the ensemble
+    alone (a Kubeflow task of the modality x member fan-out; drcl.ensemble.pack joins them).
     """
     data = load_modality(layout.data, modality, verify=False, splits=("train", "val"))
     params = for_data(params, num_classes=training_view(data).train.labels.shape[1])
@@ -43,7 +47,8 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
                    dataset_sha256=data_sha256) as run:
         device = resolve_device(params.device)
         precision = resolved_precision(params.precision, device)
-        members = fit_members(params, layout, data, prior, prior_meta, device)
+        members = fit_members(params, layout, data, prior, prior_meta, device,
+                              None if member is None else [member])
         result = members[0]
         choice = result.standardization
         encoder = result.encoder if len(members) == 1 else Ensemble([r.encoder for r in members])
@@ -72,16 +77,28 @@ def train_modality(params: Params, layout: Layout, *, modality: str,
 
 
 def fit_members(params: Params, layout: Layout, data: ModalityData, prior: torch.Tensor,
-                prior_meta: dict[str, str], device: torch.device) -> list[TrainResult]:
-    """The `train.ensemble` encoders of a modality: member 0 with the run's seed (the plain
-    run), the others with their own (drcl.ensemble.member_seed), all with member 0's choice
-    of input standardisation. The curves and metrics written are member 0's."""
+                prior_meta: dict[str, str], device: torch.device,
+                members: Sequence[int] | None = None) -> list[TrainResult]:
+    """The `train.ensemble` encoders of a modality (or the `members` listed): member 0 with
+    the run's seed (the plain run), the others with their own (drcl.ensemble.member_seed),
+    all with the input standardisation member 0 chooses. The curves and metrics written are
+    the first member's."""
     size = params.train.for_modality(data.name).ensemble
-    results = [fit_encoder(params, layout, data, prior, prior_meta, device)]
-    for member in range(1, size):
-        results.append(fit_encoder(params.model_copy(update={
-            "seed": member_seed(params.seed, member)}), layout, data, prior, prior_meta,
-            device, standardization=results[0].standardization))
+    wanted = list(range(size)) if members is None else list(members)
+    bad = [j for j in wanted if not 0 <= j < size]
+    if bad:
+        raise DrclError(f"member {bad[0]}: train.ensemble for {data.name!r} is {size}; "
+                        f"members are 0 to {size - 1}")
+    choice, results = None, []
+    for j in wanted:
+        if j > 0 and choice is None:  # member 0's choice, made as member 0 makes it
+            choice = choose_standardization(training_view(data), params, device)
+        run = params if j == 0 else params.model_copy(update={
+            "seed": member_seed(params.seed, j)})
+        result = fit_encoder(run, layout, data, prior, prior_meta, device,
+                             standardization=choice)
+        choice = choice or result.standardization
+        results.append(result)
     return results
 
 
