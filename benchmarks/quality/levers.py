@@ -99,7 +99,7 @@ def one_seed(dataset: str, seed: int, members: int, work: Path) -> dict:
 
 def report() -> str:
     rows = ["| data set | seeds | lever | chosen on validation | val MAP@all | test MAP@all "
-            "| test gain |", "|---|---|---|---|---|---|---|"]
+            "| test gain | gain per seed |", "|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("levers-*.json")):
         runs = json.loads(path.read_text())
         dataset = path.stem.removeprefix("levers-")
@@ -119,8 +119,10 @@ def report() -> str:
             chosen = ", ".join(sorted({_describe(get(runs[s]).get("setting")) for s in seeds})) \
                 if lever else ""
             val, test = mean(lambda r, g=get: g(r)["val"]), mean(lambda r, g=get: g(r)["test"])
+            per_seed = " ".join(f"{get(runs[s])['test'] - runs[s]['single']['plain']['test']:+.3f}"
+                                for s in seeds)
             rows.append(f"| {dataset} | {len(seeds)} | {name} | {chosen} | {val:.4f} | "
-                        f"{test:.4f} | {test - base:+.4f} |")
+                        f"{test:.4f} | {test - base:+.4f} | {per_seed} |")
     return "\n".join(rows)
 
 
