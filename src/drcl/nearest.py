@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from drcl.batching import progress
+
 
 def _best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k highest scores of each row and their columns, ties going to the lower column;
@@ -29,9 +31,11 @@ def _best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
 @torch.no_grad()
 def top_k(queries: torch.Tensor, database: torch.Tensor, *, k: int,
           device: torch.device | None = None,
-          max_block_elements: int = 2**24) -> tuple[torch.Tensor, torch.Tensor]:
+          max_block_elements: int = 2**24,
+          desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top k by inner product (cosine on unit rows): scores and database indices, best
-    first, equal scores in database order. At most `max_block_elements` scores exist at once."""
+    first, equal scores in database order. At most `max_block_elements` scores exist at once.
+    With `desc`, a progress bar over the query blocks (on a terminal)."""
     device = device or queries.device
     n_db = database.shape[0]
     k = min(k, n_db)
@@ -42,7 +46,8 @@ def top_k(queries: torch.Tensor, database: torch.Tensor, *, k: int,
         if database.element_size() * database.nelement() < free // 2:
             database = database.to(device)  # fits: move it once rather than per block
     scores, indices = [], []
-    for qs in range(0, queries.shape[0], block):
+    starts = range(0, queries.shape[0], block)
+    for qs in starts if desc is None else progress(starts, desc=desc):
         q = queries[qs:qs + block].to(device)
         best_s = torch.empty(q.shape[0], 0, device=device)
         best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=device)

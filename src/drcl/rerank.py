@@ -83,7 +83,8 @@ def augment_database(database: torch.Tensor, *, k: int, alpha: float,
         return database
     database = F.normalize(database.float(), dim=1)
     k = min(k, database.shape[0] - 1)
-    scores, found = top_k(database, database, k=k + 1, max_block_elements=max_block_elements)
+    scores, found = top_k(database, database, k=k + 1, max_block_elements=max_block_elements,
+                          desc="database-side augmentation")
     # drop each item itself (its own best match, unless an exact duplicate came first)
     own = found == torch.arange(database.shape[0]).unsqueeze(1)
     keep = ~own
