@@ -76,10 +76,9 @@ def test_the_setting_chosen_on_validation_reaches_index_search_and_the_served_mo
     queries = test["image"][:6]
     scores, rows = ranked(queries, torch.as_tensor(stored), chosen, k=5)
     with np.load(a / "data/prepared/text.npz") as npz:
-        ids = [str(i) for i in npz["test.ids"]] if "test.ids" in npz else None
+        ids = [str(i) for i in npz["test.ids"]]
     for result, row_s, row_i in zip(found["results"], scores, rows, strict=True):
-        if ids is not None:
-            assert [m["id"] for m in result["matches"]] == [ids[j] for j in row_i.tolist()]
+        assert [m["id"] for m in result["matches"]] == [ids[j] for j in row_i.tolist()]
         assert [m["score"] for m in result["matches"]] == pytest.approx(row_s.tolist(),
                                                                         abs=1e-5)
 
