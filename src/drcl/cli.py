@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from drcl.cli_common import ParamsOption, run_step
 from drcl.kfp.cli import pipeline_app
+
+if TYPE_CHECKING:
+    from drcl.vector_index import VectorIndex
 
 app = typer.Typer(
     name="drcl",
@@ -376,15 +379,66 @@ def index(
     key: FeaturesKeyOption = "features",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Embed a database once with the champion encoder, so searches need not re-embed it."""
+    """Embed a database once with the champion encoder, so searches need not re-embed it:
+    searched exactly up to `index.exact_max_items` items, above that by the approximate index
+    that reaches `index.recall_at_10` (params.yaml `index`)."""
     from drcl.config import load_params
     from drcl.search import build_index, read_features
 
     def step() -> None:
         built = build_index(load_params(params), modality=modality,
-                            features=read_features(features, key=key), out=out)
-        typer.echo(f"{out}: {len(built.ids)} {modality} items embedded by "
-                   f"{built.meta['model']} v{built.meta['version']}")
+                            features=read_features(features, key=key), out=out,
+                            log=lambda line: typer.echo(line, err=True))
+        typer.echo(f"{out}: {built.vectors.size} {modality} items embedded by "
+                   f"{built.meta['model']} v{built.meta['version']}; "
+                   f"{_index_summary(built.vectors)}")
+
+    run_step(step)
+
+
+def _index_summary(vectors: VectorIndex) -> str:
+    if vectors.layout.kind == "flat":
+        return vectors.layout.describe()
+    return (f"{vectors.layout.describe()}, nprobe {vectors.nprobe}, recall@10 "
+            f"{vectors.meta['recall_at_10']:.3f} on {vectors.meta['calibration_queries']} "
+            "held-back queries")
+
+
+@app.command("index-add")
+def index_add(
+    index_file: Annotated[Path, typer.Argument(help="An index from `drcl index`.",
+                                               dir_okay=False)],
+    features: Annotated[Path, typer.Option(help="New items' features: .npy, or .npz (with "
+                                           "ids).", dir_okay=False)],
+    key: FeaturesKeyOption = "features",
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Add items to an index by id, embedded by the encoder that built it; no rebuild."""
+    from drcl.config import load_params
+    from drcl.search import read_features, update_index
+
+    def step() -> None:
+        index, added = update_index(load_params(params), index_file,
+                                    add=read_features(features, key=key))
+        typer.echo(f"{index_file}: {added} items added, {index.vectors.size} in all")
+
+    run_step(step)
+
+
+@app.command("index-remove")
+def index_remove(
+    index_file: Annotated[Path, typer.Argument(help="An index from `drcl index`.",
+                                               dir_okay=False)],
+    ids: Annotated[list[str], typer.Argument(help="Ids of the items to remove.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Remove items from an index by id; every id must be in it. No rebuild."""
+    from drcl.config import load_params
+    from drcl.search import update_index
+
+    def step() -> None:
+        index, added = update_index(load_params(params), index_file, remove=ids)
+        typer.echo(f"{index_file}: {-added} items removed, {index.vectors.size} left")
 
     run_step(step)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -25,6 +25,9 @@ from pydantic import (
 
 from drcl.credentials import credential_in, walk_strings
 from drcl.errors import DrclError
+
+if TYPE_CHECKING:
+    from drcl.vector_index import BuildSettings
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -425,6 +428,26 @@ class EvaluateParams(_Strict):
     rerank: RerankParams = RerankParams()
 
 
+class IndexParams(_Strict):
+    """`drcl index`: exact search up to a size, above it an approximate index (faiss IVF) whose
+    kind and probes are chosen by a recall target on held-back queries (drcl.vector_index)."""
+
+    kind: Literal["auto", "flat", "ivf_flat", "ivf_sq8", "ivf_pq"] = "auto"
+    recall_at_10: Annotated[float, Field(gt=0, le=1)] = 0.95
+    exact_max_items: Annotated[int, Field(ge=0)] = 20_000
+    nlist: Annotated[int | None, Field(ge=1, le=65536)] = None
+    train_sample: Annotated[int, Field(ge=1000)] = 100_000
+    calibration_queries: Annotated[int, Field(ge=10, le=100_000)] = 1000
+
+    def settings(self, seed: int) -> BuildSettings:
+        from drcl.vector_index import BuildSettings  # faiss loads only where an index is built
+
+        return BuildSettings(kind=self.kind, recall_at_10=self.recall_at_10,
+                             exact_max_items=self.exact_max_items, nlist=self.nlist,
+                             train_sample=self.train_sample,
+                             calibration_queries=self.calibration_queries, seed=seed)
+
+
 class TrackingParams(_Strict):
     """MLflow tracking of the stages that train or evaluate (off for quick local experiments).
 
@@ -596,6 +619,7 @@ class Params(_Strict):
     promotion: PromotionParams = PromotionParams()
     extract: ExtractParams = ExtractParams()
     tune: TuneParams = TuneParams()
+    index: IndexParams = IndexParams()
     kubeflow: KubeflowParams = KubeflowParams()
 
     @model_validator(mode="after")

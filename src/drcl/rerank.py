@@ -66,12 +66,17 @@ class Rerank:
         return " + ".join(p for p in parts if p) + f" (alpha {self.alpha:g})"
 
 
+def expand_with(items: torch.Tensor, scores: torch.Tensor, vectors: torch.Tensor,
+                alpha: float) -> torch.Tensor:
+    """normalise(item + sum_j max(s_j, 0)^alpha * vectors_j) for each row, given each row's
+    neighbours' scores (n, k) and vectors (n, k, d)."""
+    weights = scores.clamp(min=0).pow(alpha)
+    return F.normalize(items + (weights.unsqueeze(-1) * vectors).sum(dim=1), dim=1)
+
+
 def _weighted_mean(items: torch.Tensor, scores: torch.Tensor, neighbours: torch.Tensor,
                    database: torch.Tensor, alpha: float) -> torch.Tensor:
-    """normalise(item + sum_j max(s_j, 0)^alpha * database[j]) for each row."""
-    weights = scores.clamp(min=0).pow(alpha)
-    mixed = items + (weights.unsqueeze(-1) * database[neighbours]).sum(dim=1)
-    return F.normalize(mixed, dim=1)
+    return expand_with(items, scores, database[neighbours], alpha)
 
 
 @torch.no_grad()

@@ -1,15 +1,17 @@
 """Retrieval with the champion encoders: embed queries and a database, return the top k.
 
-The database is scored in chunks against blocks of queries, keeping a running top k, so memory
-stays bounded (block x chunk scores, never queries x database) however large the database; on the
-GPU when there is one. `drcl index` embeds a database once into an index file; the index records
-which champion encoder made it and is refused once the champions have moved on.
+`drcl index` embeds a database once into an index file (drcl.vector_index: exact search up to
+a measured size, an approximate faiss index chosen by a recall target above it); the index
+records which champion encoder made it and is refused once the champions have moved on. Items
+are added and removed by id without a rebuild. A plain features file is embedded and searched
+exactly, on the fly.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,21 +19,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from drcl import vector_index
 from drcl.array_files import load_npy, load_npz
-from drcl.atomic import atomic_path
 from drcl.config import Params
 from drcl.data.dataset import file_sha256
 from drcl.errors import DrclError
 from drcl.model import Encoder, embed
 from drcl.registry import EncoderSet, LoadedMember, Registry
-from drcl.rerank import Rerank, augment_database, ranked
+from drcl.rerank import Rerank, augment_database, expand_with
 from drcl.runtime import compute_dtype, resolve_device
 from drcl.serving.schema import Match
 
 if TYPE_CHECKING:
     from drcl.extract.manifest import Item
 
-INDEX_FORMAT = "drcl-index/1"
+LEGACY_FORMAT = "drcl-index/1"  # plain embeddings in an .npz, still read
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,17 @@ def extract_raw(items: list[Item], *, extractor: str, device: torch.device,
 
 @dataclass(frozen=True)
 class Index:
-    """A database embedded by one champion encoder."""
+    """A database embedded by one champion encoder, searchable (drcl.vector_index)."""
 
-    embeddings: np.ndarray
-    ids: list[str]
-    meta: dict
+    vectors: vector_index.VectorIndex
+
+    @property
+    def meta(self) -> dict:
+        return self.vectors.meta
+
+    @property
+    def ids(self) -> list[str]:
+        return self.vectors.live_ids()
 
 
 def check_width(loaded: LoadedMember, width: int, where: str) -> None:
@@ -157,8 +165,9 @@ def _champions(params: Params, root: Path, modalities: list[str], dest: Path,
 
 
 def build_index(params: Params, *, modality: str, features: Features, out: Path,
-                root: Path = Path(".")) -> Index:
-    """Embed a database once with the champion encoder of its modality; write it to `out`."""
+                root: Path = Path("."), log: Callable[[str], None] = lambda _: None) -> Index:
+    """Embed a database once with the champion encoder of its modality; index it (exact, or
+    approximate above `index.exact_max_items`, by params `index`) and write it to `out`."""
     if out.suffix != ".npz":
         raise DrclError(f"{out}: an index file is written as .npz")
     device = resolve_device(params.device)
@@ -169,31 +178,65 @@ def build_index(params: Params, *, modality: str, features: Features, out: Path,
                                       k=setting.dba_k, alpha=setting.alpha).numpy()
         weights_sha256 = file_sha256(loaded[modality].weights)
     member = loaded[modality].member
-    meta = {"format": INDEX_FORMAT, "modality": modality, "model": member.model,
+    meta = {"modality": modality, "model": member.model,
             "version": member.version, "set_version": champion.version,
             "prior_sha256": champion.prior_sha256,
             "weights_sha256": weights_sha256,
             "source": features.source.name,
             "source_sha256": file_sha256(features.source),
             "rerank": setting.as_dict()}  # the set's, chosen on validation: DBA applied here
-    with atomic_path(out) as tmp_path, tmp_path.open("wb") as fh:
-        np.savez(fh, embeddings=embeddings, ids=np.asarray(features.ids, dtype=np.str_),
-                 meta=np.asarray(json.dumps(meta)))
-    return Index(embeddings, features.ids, meta)
+    vectors = vector_index.build(vector_index.array_chunks(embeddings, features.ids),
+                                 n=len(embeddings), dim=embeddings.shape[1],
+                                 settings=params.index.settings(params.seed), meta=meta, log=log)
+    vectors.save(out)
+    return Index(vectors)
+
+
+def update_index(params: Params, path: Path, *, add: Features | None = None,
+                 remove: list[str] | None = None, root: Path = Path(".")) -> tuple[Index, int]:
+    """Items added (embedded by the champion encoder that made the index) or removed by id,
+    without a rebuild; the file is replaced atomically. Added items are augmented (DBA) by
+    their neighbours in the index, as the index's setting says."""
+    index = read_index(path)
+    if index is None:
+        raise DrclError(f"{path}: not an index; build one with `drcl index`")
+    before = index.vectors.size
+    if remove:
+        index.vectors.remove(remove)
+    if add is not None:
+        device = resolve_device(params.device)
+        modality = index.meta["modality"]
+        with tempfile.TemporaryDirectory() as tmp:
+            champion, loaded = _champions(params, root, [modality], Path(tmp), device)
+            _check_current(path, index, champion)
+            new = _embed_checked(loaded[modality], add, device).cpu().float()
+        setting = Rerank.from_dict(index.meta.get("rerank"))
+        if setting.dba_k and index.vectors.size:
+            new = torch.nn.functional.normalize(new, dim=1)
+            scores, _, vectors = index.vectors.search_and_reconstruct(new.numpy(), setting.dba_k)
+            new = expand_with(new, torch.from_numpy(scores), torch.from_numpy(vectors),
+                              setting.alpha)
+        index.vectors.add(new.numpy(), add.ids)
+    index.vectors.save(path)
+    return index, index.vectors.size - before
 
 
 def read_index(path: Path) -> Index | None:
-    """The index in `path`, or None when the file is a plain features file."""
+    """The index in `path` (this format or the earlier one of plain embeddings, searched
+    exactly), or None when the file is a plain features file."""
     if path.suffix != ".npz" or not path.is_file():
         return None
+    vectors = vector_index.VectorIndex.load(path)
+    if vectors is not None:
+        return Index(vectors)
     names, arrays = load_npz(path, ["meta", "embeddings", "ids"], what="an index or features")
     if "meta" not in arrays:
         return None
     try:
         meta = json.loads(str(arrays["meta"]))
-        if meta.get("format") != INDEX_FORMAT:
+        if meta.get("format") != LEGACY_FORMAT:
             raise DrclError(f"{path}: index format {meta.get('format')!r}, expected "
-                            f"{INDEX_FORMAT!r}; rebuild it with `drcl index`")
+                            f"{vector_index.FORMAT!r}; rebuild it with `drcl index`")
         embeddings, ids = arrays["embeddings"], [str(i) for i in arrays["ids"]]
     except (ValueError, KeyError, AttributeError) as exc:
         raise DrclError(f"{path}: not a readable index ({exc!r}); rebuild it with "
@@ -201,7 +244,23 @@ def read_index(path: Path) -> Index | None:
     if embeddings.ndim != 2 or len(ids) != embeddings.shape[0]:
         raise DrclError(f"{path}: {len(ids)} ids for embeddings of shape {embeddings.shape}; "
                         "rebuild it with `drcl index`")
-    return Index(embeddings.astype(np.float32, copy=False), ids, meta)
+    return Index(vector_index.flat_index(embeddings, ids, meta))
+
+
+def ranked_in(index: vector_index.VectorIndex, queries: torch.Tensor, setting: Rerank, *,
+              k: int) -> list[list[tuple[str, float]]]:
+    """The top k (id, score) of the index for each query, each expanded first (aQE, by the
+    index's re-ranking setting); the scores are the expanded queries' inner products."""
+    q = queries.detach().float().cpu()
+    index.check_width(q.shape[1], "query")
+    if setting.qe_k and index.size:
+        q = torch.nn.functional.normalize(q, dim=1)
+        scores, _, vectors = index.search_and_reconstruct(q.numpy(), setting.qe_k)
+        q = expand_with(q, torch.from_numpy(scores), torch.from_numpy(vectors), setting.alpha)
+    scores, slots = index.search(q.numpy(), k)
+    return [[(index.id_of(j), float(sc)) for j, sc in zip(row_j.tolist(), row_s.tolist(),
+                                                           strict=True) if j >= 0]
+            for row_s, row_j in zip(scores, slots, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -282,11 +341,11 @@ def search(params: Params, *, query_modality: str | None, queries: Path | None,
                                       device)
         if index is not None:
             _check_current(database, index, champion)
-            db, ids = torch.as_tensor(index.embeddings), index.ids
         else:
             db_features = read_features(database, key=key)
-            db, ids = _embed_checked(loaded[database_modality], db_features, device), \
-                db_features.ids
+            index = Index(vector_index.flat_index(
+                _embed_checked(loaded[database_modality], db_features, device).cpu().numpy(),
+                db_features.ids))
         if class_texts is not None:
             registry = Registry.open(params, root)
             (Path(tmp) / "prior").mkdir()
@@ -299,11 +358,8 @@ def search(params: Params, *, query_modality: str | None, queries: Path | None,
                              params=params, device=device) if raw else read_features(queries,
                                                                                      key=key)
             q, query_ids = _embed_checked(asker, query, device), query.ids
-    setting = Rerank.from_dict(index.meta.get("rerank")) if index is not None else Rerank()
-    scores, indices = ranked(q, db, setting, k=k, device=device)
-    matches = [(qid, [(ids[j], float(s)) for j, s in zip(row_i.tolist(), row_s.tolist(),
-                                                          strict=True)])
-               for qid, row_s, row_i in zip(query_ids, scores, indices, strict=True)]
+    found = ranked_in(index.vectors, q, Rerank.from_dict(index.meta.get("rerank")), k=k)
+    matches = list(zip(query_ids, found, strict=True))
     return SearchResult(query_modality, database_modality, champion.version, matches)
 
 

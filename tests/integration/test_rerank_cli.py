@@ -15,6 +15,7 @@ from drcl.data.dataset import load_modality
 from drcl.metrics import direction_report
 from drcl.model import embed, load_encoder
 from drcl.rerank import TAG, Rerank, augment_database, candidates, choose, ranked
+from drcl.search import read_index
 from tests.integration.project import run
 from tests.integration.registry_helpers import write_project_params
 
@@ -64,9 +65,10 @@ def test_the_setting_chosen_on_validation_reaches_index_search_and_the_served_mo
         np.save(a / "queries.npy", npz["test.features"][:6])
     drcl(a, "index", "-m", "text", "--features", "data/prepared/text.npz", "--key",
          "test.features", "--out", "text-index.npz")
-    with np.load(a / "text-index.npz") as npz:
-        meta, stored = json.loads(str(npz["meta"])), npz["embeddings"]
-    assert Rerank.from_dict(meta["rerank"]) == chosen
+    index = read_index(a / "text-index.npz")
+    assert index.meta["layout"]["kind"] == "flat"  # a test split is far below exact_max_items
+    stored = index.vectors.index.reconstruct_batch(np.arange(index.vectors.size))
+    assert Rerank.from_dict(index.meta["rerank"]) == chosen
     test, _ = embeddings(a, "test")
     augmented = augment_database(test["text"], k=chosen.dba_k, alpha=chosen.alpha)
     np.testing.assert_allclose(stored, augmented.numpy(), atol=1e-5)
@@ -101,8 +103,7 @@ def test_without_candidates_nothing_changes(projects, tmp_path, mlflow_store):
     assert TAG not in version.tags
     drcl(a, "index", "-m", "text", "--features", "data/prepared/text.npz", "--key",
          "test.features", "--out", "text-index.npz")
-    with np.load(a / "text-index.npz") as npz:
-        assert Rerank.from_dict(json.loads(str(npz["meta"]))["rerank"]).off
+    assert Rerank.from_dict(read_index(a / "text-index.npz").meta["rerank"]).off
 
 
 @pytest.mark.parametrize(("rerank", "message"), [

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from drcl.cli import app
 from drcl.model import embed, load_encoder
+from drcl.vector_index import VectorIndex
 from tests.services import free_ports, running
 
 CHAMPION = "models:/drcl-set@champion"
@@ -125,11 +126,9 @@ def test_bad_requests_are_one_line_errors(promoted, tmp_path, monkeypatch):
     # an index of another encoder than this set's
     drcl(promoted, monkeypatch, "index", "-m", "text", "--features", "data/prepared/text.npz",
          "--key", "test.features", "--out", "text-index.npz")
-    with np.load(promoted / "text-index.npz") as npz:
-        arrays = dict(npz)
-    meta = json.loads(str(arrays["meta"]))
-    arrays["meta"] = np.asarray(json.dumps({**meta, "weights_sha256": "0" * 64}))
-    np.savez(tmp_path / "other.npz", **arrays)
+    other = VectorIndex.load(promoted / "text-index.npz")
+    other.meta["weights_sha256"] = "0" * 64
+    other.save(tmp_path / "other.npz")
     with pytest.raises(MlflowException, match="rebuild it with `drcl index`"):
         model.predict([good], params={"database": str(tmp_path / "other.npz")})
 

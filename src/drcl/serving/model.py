@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from drcl.errors import DrclError
 from drcl.extract.manifest import Item
 from drcl.registry import LoadedMember, Member, load_verified
-from drcl.rerank import Rerank, ranked
+from drcl.rerank import Rerank
 from drcl.runtime import compute_dtype, resolve_device, resolved_precision
-from drcl.search import Index, check_width, extract_raw, read_index
+from drcl.search import Index, check_width, extract_raw, ranked_in, read_index
 from drcl.serving.package import (
     ENCODER_FILE,
     MODEL_CONFIG,
@@ -44,12 +43,6 @@ CONFIG_SOURCE = "model config (MLFLOW_PYFUNC_INFERENCE_CONFIG or load_model's mo
 REMOTE = ("s3://", "gs://", "http://", "https://", "runs:/", "models:/", "mlflow-artifacts:")
 
 MAX_CACHED_INDEXES = 4
-
-
-@dataclass(frozen=True)
-class _Database:
-    index: Index
-    embeddings: torch.Tensor
 
 
 class RequestError(MlflowException):
@@ -102,7 +95,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             print(f"drcl: serving {served} on {self.device.type} in {arithmetic} (model config "
                   f"precision {config.precision}; MLFLOW_PYFUNC_INFERENCE_CONFIG overrides "
                   "it)", file=sys.stderr, flush=True)
-        self._databases: OrderedDict[str, _Database] = OrderedDict()
+        self._databases: OrderedDict[str, Index] = OrderedDict()
         self._lock = threading.Lock()  # the scoring server answers requests on several threads
         self.indexes = config.allowed_indexes()
         self.index_root = config.index_root
@@ -133,14 +126,12 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             return [Answer(query=n, modality=q.modality, embedding=e.tolist())
                     for n, q, e in zip(names, queries, embedded, strict=True)]
         db = self._database(database)
-        scores, rows = ranked(torch.stack(embedded), db.embeddings,
-                              Rerank.from_dict(db.index.meta.get("rerank")), k=k,
-                              device=self.device)
-        ids = db.index.ids
+        found = ranked_in(db.vectors, torch.stack(embedded),
+                          Rerank.from_dict(db.meta.get("rerank")), k=k)
         return [Answer(query=n, modality=q.modality,
-                       matches=[Match(rank=r, id=ids[j], score=round(s, 6)) for r, (j, s) in
-                                enumerate(zip(row_j.tolist(), row_s.tolist(), strict=True), 1)])
-                for n, q, row_s, row_j in zip(names, queries, scores, rows, strict=True)]
+                       matches=[Match(rank=r, id=i, score=round(s, 6))
+                                for r, (i, s) in enumerate(matches, 1)])
+                for n, q, matches in zip(names, queries, found, strict=True)]
 
     def _embed(self, queries: list[Query], names: list[str]) -> list[torch.Tensor]:
         """Each query's unit embedding, computed a modality (and a kind of input) at a time."""
@@ -200,7 +191,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
                          f"serves; allowed: {named}; and any under {root} (model config "
                          "`indexes`, `index_root`)")
 
-    def _database(self, reference: str) -> _Database:
+    def _database(self, reference: str) -> Index:
         """An allowed index from `drcl index`, read once and kept (safe across threads)."""
         if not self.allowed(reference):
             raise self._refuse(reference)
@@ -214,7 +205,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
                 self._databases.popitem(last=False)
             return found
 
-    def _load(self, reference: str) -> _Database:
+    def _load(self, reference: str) -> Index:
         path = Path(reference)
         if reference.startswith(REMOTE) or "://" in reference:
             self._check_remote_size(reference)
@@ -240,7 +231,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             raise DrclError(f"params database: {reference} was built with {index.meta['model']} "
                             f"v{index.meta['version']}, not this model's {modality} encoder "
                             f"({member.member.describe()}); rebuild it with `drcl index`")
-        return _Database(index, torch.as_tensor(index.embeddings).to(self.device))
+        return index
 
     def _check_remote_size(self, reference: str) -> None:
         """Refuse an index over the cap before fetching it, where the store lists sizes."""
