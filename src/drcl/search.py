@@ -248,16 +248,17 @@ def read_index(path: Path) -> Index | None:
 
 
 def ranked_in(index: vector_index.VectorIndex, queries: torch.Tensor, setting: Rerank, *,
-              k: int) -> list[list[tuple[str, float]]]:
+              k: int, device: torch.device | None = None) -> list[list[tuple[str, float]]]:
     """The top k (id, score) of the index for each query, each expanded first (aQE, by the
     index's re-ranking setting); the scores are the expanded queries' inner products."""
     q = queries.detach().float().cpu()
     index.check_width(q.shape[1], "query")
     if setting.qe_k and index.size:
         q = torch.nn.functional.normalize(q, dim=1)
-        scores, _, vectors = index.search_and_reconstruct(q.numpy(), setting.qe_k)
+        scores, _, vectors = index.search_and_reconstruct(q.numpy(), setting.qe_k,
+                                                          device=device)
         q = expand_with(q, torch.from_numpy(scores), torch.from_numpy(vectors), setting.alpha)
-    scores, slots = index.search(q.numpy(), k)
+    scores, slots = index.search(q.numpy(), k, device=device)
     return [[(index.id_of(j), float(sc)) for j, sc in zip(row_j.tolist(), row_s.tolist(),
                                                            strict=True) if j >= 0]
             for row_s, row_j in zip(scores, slots, strict=True)]
@@ -358,7 +359,8 @@ def search(params: Params, *, query_modality: str | None, queries: Path | None,
                              params=params, device=device) if raw else read_features(queries,
                                                                                      key=key)
             q, query_ids = _embed_checked(asker, query, device), query.ids
-    found = ranked_in(index.vectors, q, Rerank.from_dict(index.meta.get("rerank")), k=k)
+    found = ranked_in(index.vectors, q, Rerank.from_dict(index.meta.get("rerank")), k=k,
+                      device=device)
     matches = list(zip(query_ids, found, strict=True))
     return SearchResult(query_modality, database_modality, champion.version, matches)
 

@@ -127,7 +127,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
                     for n, q, e in zip(names, queries, embedded, strict=True)]
         db = self._database(database)
         found = ranked_in(db.vectors, torch.stack(embedded),
-                          Rerank.from_dict(db.meta.get("rerank")), k=k)
+                          Rerank.from_dict(db.meta.get("rerank")), k=k, device=self.device)
         return [Answer(query=n, modality=q.modality,
                        matches=[Match(rank=r, id=i, score=round(s, 6))
                                 for r, (i, s) in enumerate(matches, 1)])
