@@ -377,6 +377,14 @@ def index(
                                            dir_okay=False)],
     out: Annotated[Path, typer.Option(help="The index file to write (.npz).", dir_okay=False)],
     key: FeaturesKeyOption = "features",
+    queries: Annotated[Path | None, typer.Option(
+        help="Queries to measure an approximate index's recall on, as it will be asked (e.g. "
+        "the validation split of the other modality); default: held-back database items.",
+        dir_okay=False)] = None,
+    query_modality: Annotated[str | None, typer.Option(
+        "--query-modality", "-q", help="The modality of --queries.")] = None,
+    queries_key: Annotated[str, typer.Option(
+        "--queries-key", help="The array to read from a .npz queries file.")] = "features",
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Embed a database once with the champion encoder, so searches need not re-embed it:
@@ -388,6 +396,9 @@ def index(
     def step() -> None:
         built = build_index(load_params(params), modality=modality,
                             features=read_features(features, key=key), out=out,
+                            queries=None if queries is None else read_features(
+                                queries, key=queries_key),
+                            query_modality=query_modality,
                             log=lambda line: typer.echo(line, err=True))
         typer.echo(f"{out}: {built.vectors.size} {modality} items embedded by "
                    f"{built.meta['model']} v{built.meta['version']}; "
@@ -399,9 +410,10 @@ def index(
 def _index_summary(vectors: VectorIndex) -> str:
     if vectors.layout.kind == "flat":
         return vectors.layout.describe()
+    on = ("held-back items" if vectors.meta.get("calibrated_on") == "database items"
+          else "given queries")
     return (f"{vectors.layout.describe()}, nprobe {vectors.nprobe}, recall@10 "
-            f"{vectors.meta['recall_at_10']:.3f} on {vectors.meta['calibration_queries']} "
-            "held-back queries")
+            f"{vectors.meta['recall_at_10']:.3f} on {vectors.meta['calibration_queries']} {on}")
 
 
 @app.command("index-add")

@@ -434,7 +434,7 @@ class IndexParams(_Strict):
 
     kind: Literal["auto", "flat", "ivf_flat", "ivf_sq8", "ivf_pq"] = "auto"
     recall_at_10: Annotated[float, Field(gt=0, le=1)] = 0.95
-    exact_max_items: Annotated[int, Field(ge=0)] = 20_000
+    exact_max_items: Annotated[int, Field(ge=0)] = 5000
     nlist: Annotated[int | None, Field(ge=1, le=65536)] = None
     train_sample: Annotated[int, Field(ge=1000)] = 100_000
     calibration_queries: Annotated[int, Field(ge=10, le=100_000)] = 1000

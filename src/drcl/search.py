@@ -165,17 +165,25 @@ def _champions(params: Params, root: Path, modalities: list[str], dest: Path,
 
 
 def build_index(params: Params, *, modality: str, features: Features, out: Path,
+                queries: Features | None = None, query_modality: str | None = None,
                 root: Path = Path("."), log: Callable[[str], None] = lambda _: None) -> Index:
     """Embed a database once with the champion encoder of its modality; index it (exact, or
-    approximate above `index.exact_max_items`, by params `index`) and write it to `out`."""
+    approximate above `index.exact_max_items`, by params `index`) and write it to `out`. An
+    approximate index's recall is measured on held-back database items, or on `queries` of
+    `query_modality` (as the index will be asked: validation items, never test)."""
     if out.suffix != ".npz":
         raise DrclError(f"{out}: an index file is written as .npz")
+    if (queries is None) != (query_modality is None):
+        raise DrclError("index: give --queries with --query-modality, or neither")
     device = resolve_device(params.device)
+    wanted = list(dict.fromkeys([modality, *([query_modality] if query_modality else [])]))
     with tempfile.TemporaryDirectory() as tmp:
-        champion, loaded = _champions(params, root, [modality], Path(tmp), device)
+        champion, loaded = _champions(params, root, wanted, Path(tmp), device)
         setting = Rerank.from_tags(champion.tags)
         embeddings = augment_database(_embed_checked(loaded[modality], features, device).cpu(),
                                       k=setting.dba_k, alpha=setting.alpha).numpy()
+        asked = None if queries is None else _embed_checked(
+            loaded[query_modality], queries, device).cpu().numpy()
         weights_sha256 = file_sha256(loaded[modality].weights)
     member = loaded[modality].member
     meta = {"modality": modality, "model": member.model,
@@ -187,7 +195,8 @@ def build_index(params: Params, *, modality: str, features: Features, out: Path,
             "rerank": setting.as_dict()}  # the set's, chosen on validation: DBA applied here
     vectors = vector_index.build(vector_index.array_chunks(embeddings, features.ids),
                                  n=len(embeddings), dim=embeddings.shape[1],
-                                 settings=params.index.settings(params.seed), meta=meta, log=log)
+                                 settings=params.index.settings(params.seed), meta=meta,
+                                 queries=asked, log=log)
     vectors.save(out)
     return Index(vectors)
 

@@ -35,7 +35,9 @@ FAISS_MEMBER = "index.faiss"
 KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_pq")
 APPROXIMATE = ("ivf_pq", "ivf_sq8", "ivf_flat")  # smallest codes first
 RECALL_K = 10
+FLAT_FACTORY = "IDMap2,Flat"  # exact, removable by id
 MIN_POINTS_PER_CENTROID = 39  # faiss's k-means asks for this many training points per cell
+PQ_CENTROIDS = 256  # 8-bit product quantisation: a codebook of 256 per sub-vector
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, Sequence[str]]]]
 """A database read afresh each call, as (unit embeddings, ids) chunks in a fixed order."""
@@ -48,15 +50,6 @@ class Layout:
     kind: str
     nlist: int = 0
     pq_m: int = 0
-
-    def factory(self) -> str:
-        codes = {"flat": "Flat", "ivf_flat": "Flat", "ivf_sq8": "SQ8",
-                 "ivf_pq": f"PQ{self.pq_m}x8"}[self.kind]
-        return f"IDMap2,{codes}" if self.kind == "flat" else f"IVF{self.nlist},{codes}"
-
-    def bytes_per_item(self, dim: int) -> int:
-        return {"flat": 4 * dim, "ivf_flat": 4 * dim, "ivf_sq8": dim,
-                "ivf_pq": self.pq_m}[self.kind]
 
     def describe(self) -> str:
         if self.kind == "flat":
@@ -273,7 +266,7 @@ def flat_index(embeddings: np.ndarray, ids: Sequence[str], meta: dict | None = N
                ) -> VectorIndex:
     """Exact search over `embeddings` (inner product)."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    index = faiss.index_factory(embeddings.shape[1], Layout("flat").factory(),
+    index = faiss.index_factory(embeddings.shape[1], FLAT_FACTORY,
                                 faiss.METRIC_INNER_PRODUCT)
     built = VectorIndex(index, np.empty(0, dtype="S1"),
                         {**(meta or {}), "layout": {"kind": "flat"}, "nprobe": 1})
@@ -290,7 +283,7 @@ class BuildSettings:
 
     kind: str = "auto"
     recall_at_10: float = 0.95
-    exact_max_items: int = 50_000
+    exact_max_items: int = 5000
     nlist: int | None = None
     train_sample: int = 100_000
     calibration_queries: int = 1000
@@ -315,13 +308,14 @@ class Calibration:
         return hits / (k * len(self.slots))
 
 
-def _sample_and_truth(chunks: Chunks, *, n: int, settings: BuildSettings
-                      ) -> tuple[np.ndarray, Calibration]:
-    """One pass: the training sample, the held-back queries and their exact answers."""
+def _sample_and_truth(chunks: Chunks, *, n: int, settings: BuildSettings,
+                      given: np.ndarray | None = None) -> tuple[np.ndarray, Calibration]:
+    """One pass: the training sample and the held-back queries (database items, or `given`
+    queries from outside it); a second: their exact answers."""
     rng = np.random.default_rng(settings.seed)
     sample_rows = np.sort(rng.choice(n, size=min(n, settings.train_sample), replace=False))
-    query_rows = np.sort(rng.choice(n, size=min(n, settings.calibration_queries),
-                                    replace=False))
+    query_rows = np.sort(rng.choice(n, size=0 if given is not None else min(
+        n, settings.calibration_queries), replace=False))
     sample, queries = [], []
     start = 0
     for values, _ in chunks():
@@ -330,6 +324,10 @@ def _sample_and_truth(chunks: Chunks, *, n: int, settings: BuildSettings
             lo, hi = np.searchsorted(rows, [start, end])
             into.append(values[rows[lo:hi] - start])
         start = end
+    if given is not None:
+        pick = rng.choice(len(given), size=min(len(given), settings.calibration_queries),
+                          replace=False)
+        queries, query_rows = [given[np.sort(pick)]], np.full(len(pick), -1)  # none is its own
     q = np.ascontiguousarray(np.concatenate(queries), dtype=np.float32)
     k = min(RECALL_K + 1, n)
     heap = faiss.ResultHeap(len(q), k, keep_max=True)
@@ -383,27 +381,37 @@ def _tune_nprobe(index: faiss.Index, calibration: Calibration, nlist: int, targe
 
 
 def build(chunks: Chunks, *, n: int, dim: int, settings: BuildSettings,
-          meta: dict | None = None, log: Callable[[str], None] = lambda _: None) -> VectorIndex:
+          meta: dict | None = None, queries: np.ndarray | None = None,
+          log: Callable[[str], None] = lambda _: None) -> VectorIndex:
     """The index `settings` ask for over the database `chunks` give (n unit rows of width dim):
     exact up to `exact_max_items`; above, the smallest approximate kind that reaches the recall
     target on held-back queries, tried on the training sample first (a kind that misses there
-    cannot reach it on the whole), then confirmed on the whole database."""
+    cannot reach it on the whole), then confirmed on the whole database. The held-back queries
+    are database items, each left out of its own answer, unless `queries` are given: queries
+    as the index will be asked (another modality's), whose neighbours an index may find
+    harder to reach than its own items'."""
     meta = dict(meta or {})
     began = time.perf_counter()
     if settings.kind == "flat" or (settings.kind == "auto" and n <= settings.exact_max_items):
-        index = faiss.index_factory(dim, Layout("flat").factory(), faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, FLAT_FACTORY, faiss.METRIC_INNER_PRODUCT)
         ids = _fill(index, chunks)
         meta |= {"layout": {"kind": "flat"}, "nprobe": 1, "recall_at_10": 1.0,
                  "build_s": round(time.perf_counter() - began, 3)}
         return VectorIndex(index, ids, meta)
-    sample, calibration = _sample_and_truth(chunks, n=n, settings=settings)
+    sample, calibration = _sample_and_truth(chunks, n=n, settings=settings, given=queries)
     kinds = list(APPROXIMATE) if settings.kind == "auto" else [settings.kind]
     tried: list[dict] = []
     quantizer: faiss.Index | None = None  # one set of cells for every kind tried
     for kind in kinds:
         layout = layout_for(kind, n=n, dim=dim, nlist=settings.nlist,
                             train_sample=settings.train_sample)
-        if len(sample) < max(layout.nlist, 256 if kind == "ivf_pq" else 1):
+        if kind == "ivf_pq" and len(sample) < PQ_CENTROIDS * MIN_POINTS_PER_CENTROID:
+            if settings.kind == "auto":
+                continue  # too few items to train 8-bit codebooks
+            if len(sample) < PQ_CENTROIDS:
+                raise DrclError(f"index.kind: ivf_pq needs at least {PQ_CENTROIDS} items to "
+                                f"train its codes; the database has {n}")
+        if len(sample) < layout.nlist:
             raise DrclError(f"index.nlist: {layout.nlist} cells need at least that many "
                             f"items to train on; the database has {n}")
         if quantizer is None:
@@ -429,7 +437,9 @@ def build(chunks: Chunks, *, n: int, dim: int, settings: BuildSettings,
             meta |= {"layout": {"kind": kind, "nlist": layout.nlist, "pq_m": layout.pq_m},
                      "nprobe": nprobe, "recall_at_10": round(recall, 4),
                      "recall_target": settings.recall_at_10,
-                     "calibration_queries": len(calibration.slots), "tried": tried,
+                     "calibration_queries": len(calibration.slots),
+                     "calibrated_on": "database items" if queries is None else "given queries",
+                     "tried": tried,
                      "build_s": round(time.perf_counter() - began, 3)}
             return VectorIndex(index, ids, meta)
         del index
