@@ -301,6 +301,7 @@ def scenario_raw(project):
     assert {row[0] for row in table} | {row[2] for row in table} <= set(ids)
     serve_the_champions(p, ids)
     the_registry(p)
+    indexes(p, ids)
 
 
 def serve_the_champions(p: Project, ids: list[str]) -> None:
@@ -329,6 +330,16 @@ def serve_the_champions(p: Project, ids: list[str]) -> None:
                        "message": "query q2: 3-d features, but the image encoder "
                                   "(drcl-encoder-image v1) takes 1280-d efficientnet_lite0 "
                                   "features"}
+
+
+def indexes(p: Project, ids: list[str]) -> None:
+    """An index built, grown and shrunk by id, then searched."""
+    out = p.run_blocks("index")
+    lines = out[0].strip().splitlines()
+    assert lines[0].startswith("texts.npz: ") and lines[0].endswith("exact (flat, inner product)")
+    assert lines[3] == "texts.npz: 2 items removed, 58 left", lines
+    found = [line.split() for line in lines[4:] if line.split()[1:2] in (["1"], ["2"], ["3"])]
+    assert found and {row[2] for row in found} <= set(ids) - {"d007", "d042"}
 
 
 def the_registry(p: Project) -> None:
@@ -445,7 +456,8 @@ def scenario_kubeflow(project, s3_server, tmp_path):
 
 # blocks run inside another scenario: the serving blocks need the raw scenario's champions,
 # the noise block a paired data set of the user's
-PARTS = {"serve": "raw", "serve-server": "raw", "registry": "raw", "noise": "own-npz",
+PARTS = {"serve": "raw", "serve-server": "raw", "registry": "raw", "index": "raw",
+         "noise": "own-npz",
          "zero-shot": "dvc", "tune": "dvc", "rerank": "dvc",
          "ensemble": "dvc"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
