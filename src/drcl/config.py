@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -25,9 +25,6 @@ from pydantic import (
 
 from drcl.credentials import credential_in, walk_strings
 from drcl.errors import DrclError
-
-if TYPE_CHECKING:
-    from drcl.vector_index import BuildSettings
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -438,14 +435,6 @@ class IndexParams(_Strict):
     nlist: Annotated[int | None, Field(ge=1, le=65536)] = None
     train_sample: Annotated[int, Field(ge=1000)] = 100_000
     calibration_queries: Annotated[int, Field(ge=10, le=100_000)] = 1000
-
-    def settings(self, seed: int) -> BuildSettings:
-        from drcl.vector_index import BuildSettings  # faiss loads only where an index is built
-
-        return BuildSettings(kind=self.kind, recall_at_10=self.recall_at_10,
-                             exact_max_items=self.exact_max_items, nlist=self.nlist,
-                             train_sample=self.train_sample,
-                             calibration_queries=self.calibration_queries, seed=seed)
 
 
 class TrackingParams(_Strict):

@@ -195,7 +195,8 @@ def build_index(params: Params, *, modality: str, features: Features, out: Path,
             "rerank": setting.as_dict()}  # the set's, chosen on validation: DBA applied here
     vectors = vector_index.build(vector_index.array_chunks(embeddings, features.ids),
                                  n=len(embeddings), dim=embeddings.shape[1],
-                                 settings=params.index.settings(params.seed), meta=meta,
+                                 settings=vector_index.BuildSettings.from_params(
+                                     params.index, params.seed), meta=meta,
                                  queries=asked, log=log)
     vectors.save(out)
     return Index(vectors)

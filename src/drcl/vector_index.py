@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from drcl.atomic import atomic_path
+from drcl.config import IndexParams
 from drcl.errors import DrclError
 from drcl.nearest import top_k
 
@@ -288,6 +289,13 @@ class BuildSettings:
     train_sample: int = 100_000
     calibration_queries: int = 1000
     seed: int = 0
+
+    @classmethod
+    def from_params(cls, index: IndexParams, seed: int) -> BuildSettings:
+        return cls(kind=index.kind, recall_at_10=index.recall_at_10,
+                   exact_max_items=index.exact_max_items, nlist=index.nlist,
+                   train_sample=index.train_sample,
+                   calibration_queries=index.calibration_queries, seed=seed)
 
 
 @dataclass

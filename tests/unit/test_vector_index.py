@@ -210,4 +210,4 @@ def test_unreadable_files_are_one_line(tmp_path):
 def test_bad_index_params_are_one_line(value, message):
     with pytest.raises(DrclError, match=message):
         parse_params({"index": value})
-    assert IndexParams().settings(0) == BuildSettings()  # one set of defaults
+    assert BuildSettings.from_params(IndexParams(), 0) == BuildSettings()  # one set of defaults
