@@ -457,8 +457,9 @@ def index_remove(
 
 @app.command()
 def search(
-    database: Annotated[Path, typer.Option(help="An index from `drcl index`, or features.",
-                                           dir_okay=False)],
+    database: Annotated[list[Path], typer.Option(
+        help="An index from `drcl index`, or features; repeated: the shards of one database "
+        "(indexes each), searched in turn and merged.", dir_okay=False)],
     query_modality: Annotated[str | None, typer.Option("--query-modality", "-q",
                                                        help="The queries' modality.")] = None,
     queries: Annotated[Path | None, typer.Option(

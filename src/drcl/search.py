@@ -9,9 +9,10 @@ exactly, on the fly.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -257,21 +258,37 @@ def read_index(path: Path) -> Index | None:
     return Index(vector_index.flat_index(embeddings, ids, meta))
 
 
-def ranked_in(index: vector_index.VectorIndex, queries: torch.Tensor, setting: Rerank, *,
-              k: int, device: torch.device | None = None) -> list[list[tuple[str, float]]]:
-    """The top k (id, score) of the index for each query, each expanded first (aQE, by the
-    index's re-ranking setting); the scores are the expanded queries' inner products."""
+def ranked_in(indexes: Sequence[vector_index.VectorIndex], queries: torch.Tensor,
+              setting: Rerank, *, k: int, device: torch.device | None = None
+              ) -> list[list[tuple[str, float]]]:
+    """The top k (id, score) for each query over one index or several shards of one (each
+    searched, the answers merged by score, ties in shard order), each query expanded first
+    (aQE, by the index's re-ranking setting) with its best matches over every shard; the
+    scores are the expanded queries' inner products."""
     q = queries.detach().float().cpu()
-    index.check_width(q.shape[1], "query")
-    if setting.qe_k and index.size:
+    for index in indexes:
+        index.check_width(q.shape[1], "query")
+    filled = [index for index in indexes if index.size]
+    if setting.qe_k and filled:
         q = torch.nn.functional.normalize(q, dim=1)
-        scores, _, vectors = index.search_and_reconstruct(q.numpy(), setting.qe_k,
-                                                          device=device)
-        q = expand_with(q, torch.from_numpy(scores), torch.from_numpy(vectors), setting.alpha)
-    scores, slots = index.search(q.numpy(), k, device=device)
-    return [[(index.id_of(j), float(sc)) for j, sc in zip(row_j.tolist(), row_s.tolist(),
-                                                           strict=True) if j >= 0]
-            for row_s, row_j in zip(scores, slots, strict=True)]
+        parts = [index.search_and_reconstruct(q.numpy(), setting.qe_k, device=device)
+                 for index in filled]
+        scores = np.concatenate([part[0] for part in parts], axis=1)
+        vectors = np.concatenate([part[2] for part in parts], axis=1)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :setting.qe_k]
+        q = expand_with(q, torch.from_numpy(np.take_along_axis(scores, best, 1)),
+                        torch.from_numpy(np.take_along_axis(vectors, best[..., None], 1)),
+                        setting.alpha)
+    per_shard = []
+    for index in filled:
+        scores, slots = index.search(q.numpy(), k, device=device)
+        per_shard.append([[(index.id_of(j), float(sc)) for j, sc in zip(
+            row_j.tolist(), row_s.tolist(), strict=True) if j >= 0]
+            for row_s, row_j in zip(scores, slots, strict=True)])
+    if len(per_shard) == 1:
+        return per_shard[0]
+    return [sorted(itertools.chain.from_iterable(rows), key=lambda m: -m[1])[:k]
+            for rows in zip(*per_shard, strict=True)] if per_shard else [[] for _ in q]
 
 
 @dataclass(frozen=True)
@@ -323,12 +340,13 @@ def class_queries(prior_path: Path, texts: list[str], *, device: torch.device) -
 
 
 def search(params: Params, *, query_modality: str | None, queries: Path | None,
-           database: Path, database_modality: str | None = None, key: str = "features",
-           k: int = 10, raw: bool = False, root: Path = Path("."),
+           database: Path | Sequence[Path], database_modality: str | None = None,
+           key: str = "features", k: int = 10, raw: bool = False, root: Path = Path("."),
            class_texts: list[str] | None = None) -> SearchResult:
-    """Top k of `database` (an index from `drcl index`, or features) for each query; `queries`
-    holds features, or raw items for the champion encoder's extractor when `raw`; or the
-    queries are classes, named or described (`class_texts`, a semantic prior's set)."""
+    """Top k of `database` (an index from `drcl index`, several indexes as shards of one
+    database, or features) for each query; `queries` holds features, or raw items for the
+    champion encoder's extractor when `raw`; or the queries are classes, named or described
+    (`class_texts`, a semantic prior's set)."""
     if k < 1:
         raise DrclError(f"--top-k must be at least 1, got {k}")
     if (class_texts is None) == (queries is None or query_modality is None):
@@ -336,27 +354,35 @@ def search(params: Params, *, query_modality: str | None, queries: Path | None,
     if class_texts is not None:
         query_modality = CLASS_QUERY
     device = resolve_device(params.device)
-    index = read_index(database)
-    if index is not None:
-        if database_modality not in (None, index.meta["modality"]):
-            raise DrclError(f"{database}: an index of {index.meta['modality']!r}, not "
-                            f"{database_modality!r}")
-        database_modality = index.meta["modality"]
-    elif database_modality is None:
-        raise DrclError(f"{database}: plain features: name their modality with "
+    paths = [database] if isinstance(database, Path) else list(database)
+    shards = [(path, read_index(path)) for path in paths]
+    for path, index in shards:
+        if index is None and len(paths) > 1:
+            raise DrclError(f"{path}: plain features cannot be a shard; build an index of "
+                            "each shard with `drcl index`")
+        if index is not None:
+            if database_modality not in (None, index.meta["modality"]):
+                raise DrclError(f"{path}: an index of {index.meta['modality']!r}, not "
+                                f"{database_modality!r}")
+            database_modality = index.meta["modality"]
+    indexed = shards[0][1] is not None
+    if not indexed and database_modality is None:
+        raise DrclError(f"{paths[0]}: plain features: name their modality with "
                         "--database-modality (or build an index with `drcl index`)")
-    wanted = [query_modality] if index is not None else [query_modality, database_modality]
+    wanted = [query_modality] if indexed else [query_modality, database_modality]
     wanted = [m for m in wanted if m != CLASS_QUERY]
     with tempfile.TemporaryDirectory() as tmp:
         champion, loaded = _champions(params, root, list(dict.fromkeys(wanted)), Path(tmp),
                                       device)
-        if index is not None:
-            _check_current(database, index, champion)
+        if indexed:
+            for path, index in shards:
+                _check_current(path, index, champion)
+            indexes = [index for _, index in shards]
         else:
-            db_features = read_features(database, key=key)
-            index = Index(vector_index.flat_index(
+            db_features = read_features(paths[0], key=key)
+            indexes = [Index(vector_index.flat_index(
                 _embed_checked(loaded[database_modality], db_features, device).cpu().numpy(),
-                db_features.ids))
+                db_features.ids))]
         if class_texts is not None:
             registry = Registry.open(params, root)
             (Path(tmp) / "prior").mkdir()
@@ -369,8 +395,8 @@ def search(params: Params, *, query_modality: str | None, queries: Path | None,
                              params=params, device=device) if raw else read_features(queries,
                                                                                      key=key)
             q, query_ids = _embed_checked(asker, query, device), query.ids
-    found = ranked_in(index.vectors, q, Rerank.from_dict(index.meta.get("rerank")), k=k,
-                      device=device)
+    found = ranked_in([index.vectors for index in indexes], q,
+                      Rerank.from_dict(indexes[0].meta.get("rerank")), k=k, device=device)
     matches = list(zip(query_ids, found, strict=True))
     return SearchResult(query_modality, database_modality, champion.version, matches)
 

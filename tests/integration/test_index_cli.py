@@ -144,3 +144,24 @@ def test_an_index_of_the_earlier_format_is_still_searched(indexed, monkeypatch):
     # and searched as an exact index is: the same as plain features embedded on the fly
     assert search(root, monkeypatch, "exact.npz") == search(root, monkeypatch, "texts.npz",
                                                             "-d", "text")
+
+
+def test_shards_split_by_id_range_answer_as_one_index(indexed, monkeypatch):
+    root, _ = indexed
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["index"]["kind"] = "flat"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with np.load(root / "texts.npz") as npz:
+        features, ids = npz["features"], npz["ids"]
+    for n, part in enumerate((slice(0, 1000), slice(1000, SIZE))):
+        np.savez(root / f"part{n}.npz", features=features[part], ids=ids[part])
+        assert drcl(root, monkeypatch, "index", "-m", "text", "--features", f"part{n}.npz",
+                    "--out", f"shard{n}.npz").exit_code == 0
+    assert drcl(root, monkeypatch, "index", "-m", "text", "--features", "texts.npz", "--out",
+                "whole.npz").exit_code == 0
+    assert search(root, monkeypatch, "shard0.npz", "--database", "shard1.npz") == search(
+        root, monkeypatch, "whole.npz")
+    line = one_error_line(drcl(root, monkeypatch, "search", "-q", "image", "--queries",
+                               "images.npy", "--database", "shard0.npz", "--database",
+                               "part1.npz"))
+    assert "part1.npz: plain features cannot be a shard" in line

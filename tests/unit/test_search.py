@@ -116,3 +116,22 @@ def test_search_needs_feature_queries_or_class_texts(tmp_path):
                                             "or --class-text$"):
             search(params, database=tmp_path / "db.npy", **{"query_modality": None,
                                                             "queries": None} | kwargs)
+
+
+@pytest.mark.parametrize("qe_k", [0, 3])
+def test_shards_searched_and_merged_answer_as_the_whole(qe_k):
+    from drcl.rerank import Rerank
+    from drcl.search import ranked_in
+    from drcl.vector_index import flat_index
+
+    gen = torch.Generator().manual_seed(3)
+    database = torch.nn.functional.normalize(torch.randn(90, 8, generator=gen), dim=1).numpy()
+    queries = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen), dim=1)
+    ids = [f"i{n}" for n in range(90)]
+    setting = Rerank(qe_k=qe_k, alpha=3.0)
+    whole = ranked_in([flat_index(database, ids)], queries, setting, k=7)
+    shards = [flat_index(database[s:s + 30], ids[s:s + 30]) for s in (0, 30, 60)]
+    merged = ranked_in(shards, queries, setting, k=7)
+    assert [[i for i, _ in row] for row in merged] == [[i for i, _ in row] for row in whole]
+    for got, want in zip(merged, whole, strict=True):
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)

@@ -126,7 +126,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             return [Answer(query=n, modality=q.modality, embedding=e.tolist())
                     for n, q, e in zip(names, queries, embedded, strict=True)]
         db = self._database(database)
-        found = ranked_in(db.vectors, torch.stack(embedded),
+        found = ranked_in([db.vectors], torch.stack(embedded),
                           Rerank.from_dict(db.meta.get("rerank")), k=k, device=self.device)
         return [Answer(query=n, modality=q.modality,
                        matches=[Match(rank=r, id=i, score=round(s, 6))
