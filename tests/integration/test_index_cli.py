@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import yaml
@@ -72,6 +73,13 @@ def test_an_approximate_index_keeps_its_recall_promise(indexed, monkeypatch):
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate, exact,
                                                                 strict=True)])
     assert recall >= 0.8, recall  # 20 test queries: within sampling error of the 0.9 promised
+    model = mlflow.pyfunc.load_model("models:/drcl-set@champion",
+                                     model_config={"indexes": [str(root / "index.npz")]})
+    asked_for = [{"modality": "image", "features": row.tolist(), "id": str(i)}
+                 for i, row in enumerate(np.load(root / "images.npy"))]
+    served = model.predict(asked_for, params={"database": str(root / "index.npz"),
+                                              "top_k": 10})
+    assert [[m.id for m in answer.matches] for answer in served] == approximate
     line = one_error_line(drcl(root, monkeypatch, "index", "-m", "text", "--features",
                                "texts.npz", "--out", "index.npz", "--queries", "images.npy"))
     assert "index: give --queries with --query-modality, or neither" in line
