@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -181,8 +181,13 @@ def build_index(params: Params, *, modality: str, features: Features, out: Path,
     with tempfile.TemporaryDirectory() as tmp:
         champion, loaded = _champions(params, root, wanted, Path(tmp), device)
         setting = Rerank.from_tags(champion.tags)
-        embeddings = augment_database(_embed_checked(loaded[modality], features, device).cpu(),
-                                      k=setting.dba_k, alpha=setting.alpha).numpy()
+        check_width(loaded[modality], features.values.shape[1], str(features.source))
+        if setting.dba_k:  # each item averaged with its neighbours: every embedding at once
+            embeddings = augment_database(_embed_checked(loaded[modality], features, device)
+                                          .cpu(), k=setting.dba_k, alpha=setting.alpha).numpy()
+            chunks = vector_index.array_chunks(embeddings, features.ids)
+        else:  # embedded a chunk at a time on each pass, never the whole matrix at once
+            chunks = _embedded_chunks(loaded[modality].encoder, features, device)
         asked = None if queries is None else _embed_checked(
             loaded[query_modality], queries, device).cpu().numpy()
         weights_sha256 = file_sha256(loaded[modality].weights)
@@ -194,13 +199,22 @@ def build_index(params: Params, *, modality: str, features: Features, out: Path,
             "source": features.source.name,
             "source_sha256": file_sha256(features.source),
             "rerank": setting.as_dict()}  # the set's, chosen on validation: DBA applied here
-    vectors = vector_index.build(vector_index.array_chunks(embeddings, features.ids),
-                                 n=len(embeddings), dim=embeddings.shape[1],
+    vectors = vector_index.build(chunks, n=len(features.ids),
+                                 dim=loaded[modality].encoder.spec.common_dim,
                                  settings=vector_index.BuildSettings.from_params(
                                      params.index, params.seed), meta=meta,
                                  queries=asked, log=log)
     vectors.save(out)
     return Index(vectors)
+
+
+def _embedded_chunks(encoder: Encoder, features: Features, device: torch.device,
+                     size: int = 65536) -> vector_index.Chunks:
+    def read() -> Iterator[tuple[np.ndarray, list[str]]]:
+        for start in range(0, len(features.ids), size):
+            yield (embed(encoder, features.values[start:start + size], device=device)
+                   .cpu().numpy(), features.ids[start:start + size])
+    return read
 
 
 def update_index(params: Params, path: Path, *, add: Features | None = None,
