@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from drcl.atomic import atomic_path
+from drcl.batching import progress
 from drcl.config import IndexParams
 from drcl.errors import DrclError
 from drcl.nearest import top_k
@@ -340,7 +341,7 @@ def _sample_and_truth(chunks: Chunks, *, n: int, settings: BuildSettings,
     k = min(RECALL_K + 1, n)
     heap = faiss.ResultHeap(len(q), k, keep_max=True)
     start = 0
-    for values, _ in chunks():
+    for values, _ in progress(chunks(), desc="exact answers of the held-back queries"):
         scores, rows = faiss.knn(q, np.ascontiguousarray(values, dtype=np.float32), min(
             k, len(values)), metric=faiss.METRIC_INNER_PRODUCT)
         heap.add_result(scores, np.where(rows < 0, -1, rows + start))
@@ -354,7 +355,7 @@ def _fill(index: faiss.Index, chunks: Chunks) -> np.ndarray:
     """Every item added under its slot; the ids in slot order."""
     ids: list[np.ndarray] = []
     start = 0
-    for values, chunk_ids in chunks():
+    for values, chunk_ids in progress(chunks(), desc="adding items"):
         index.add_with_ids(np.ascontiguousarray(values, dtype=np.float32),
                            np.arange(start, start + len(values), dtype=np.int64))
         ids.append(_encode(chunk_ids))
