@@ -360,6 +360,19 @@ def main() -> None:
 
 def report() -> str:
     lines = []
+    path = HERE / "ann-breakeven.json"
+    if path.is_file():
+        lines += ["### exact or approximate (synthetic, one query)", "",
+                  "| items | exact p50 / p99 ms | approximate (auto) | its recall@10 | "
+                  "p50 / p99 ms | build s, exact / approximate |", "|---|---|---|---|---|---|"]
+        for row in json.loads(path.read_text())["breakeven"]:
+            flat, auto = row["flat"], row["auto"]
+            lines.append(
+                f"| {row['n']:,} | {flat['one']['p50_ms']:.2f} / {flat['one']['p99_ms']:.2f} | "
+                f"{auto['layout']['kind']} nlist {auto['layout']['nlist']} nprobe "
+                f"{auto['nprobe']} | {auto['recall_at_10']:.3f} | {auto['one']['p50_ms']:.2f} / "
+                f"{auto['one']['p99_ms']:.2f} | {flat['build_s']:.1f} / {auto['build_s']:.0f} |")
+        lines.append("")
     for name in ("synthetic", "wikipedia"):
         path = HERE / f"ann-{name}.json"
         if not path.is_file():

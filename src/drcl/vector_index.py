@@ -39,6 +39,7 @@ APPROXIMATE = ("ivf_pq", "ivf_sq8", "ivf_flat")  # smallest codes first
 RECALL_K = 10
 FLAT_FACTORY = "IDMap2,Flat"  # exact, removable by id
 MIN_POINTS_PER_CENTROID = 39  # faiss's k-means asks for this many training points per cell
+SCREEN_QUERIES = 200  # enough to tell a kind far below the target from one near it
 PQ_CENTROIDS = 256  # 8-bit product quantisation: a codebook of 256 per sub-vector
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, Sequence[str]]]]
@@ -489,9 +490,8 @@ def _screen_on_sample(trained: faiss.Index, sample: np.ndarray, settings: BuildS
     ceiling, optimistic (fewer items to tell apart than the whole holds)."""
     probe = faiss.clone_index(trained)
     probe.add_with_ids(sample, np.arange(len(sample), dtype=np.int64))
-    small = BuildSettings(train_sample=0, calibration_queries=min(settings.calibration_queries,
-                                                                  len(sample)),
-                          seed=settings.seed + 1)
+    small = BuildSettings(train_sample=0, calibration_queries=min(
+        SCREEN_QUERIES, settings.calibration_queries, len(sample)), seed=settings.seed + 1)
     _, calibration = _sample_and_truth(lambda: [(sample, [""] * len(sample))], n=len(sample),
                                        settings=small)
     _, found = probe.search(calibration.queries, min(RECALL_K + 1, len(sample)),
