@@ -6,7 +6,7 @@ STAMP := $(VENV)/.drcl-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lint lock bench bench-quality bench-noise bench-zeroshot clean
+.PHONY: setup repro test lint lock bench bench-index bench-quality bench-noise bench-zeroshot clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,15 @@ bench: setup
 	$(BIN)/python benchmarks/speed/training.py
 	$(BIN)/python benchmarks/speed/pipeline.py
 	$(BIN)/python benchmarks/speed/serving.py
+
+# Search at scale: every index kind from 100k to 10M items (about 1.5 hours; 10 GB of memory)
+bench-index: setup
+	$(BIN)/python benchmarks/speed/ann.py breakeven
+	$(BIN)/python benchmarks/speed/ann.py synthetic --sizes 100000 1000000
+	$(BIN)/python benchmarks/speed/ann.py synthetic --sizes 10000000 --kinds auto
+	$(BIN)/python benchmarks/speed/serving.py --database 1000000 --load-seconds 10 \
+		--out benchmarks/speed/serving-index-1m.json
+	$(BIN)/python benchmarks/speed/ann.py wikipedia --sizes 100000 1000000 --kinds flat auto
 
 # Quality tables (about 1.5 hours on a 2-core CPU; Wikipedia needs data/wikipedia, see README).
 bench-quality: setup
