@@ -407,7 +407,8 @@ def report() -> str:
             small = results["map_all_test_split"]
             lines += [f"MAP@all over the test split's {small['n']} texts: exact "
                       f"{small['exact_drcl_metrics']:.4f} (drcl.metrics); " + "; ".join(
-                          f"{k} {v['map_all']:.4f} (nprobe {v['nprobe']} of {v['nlist']})"
+                          f"{k} {v['map_all']:.4f}" + (f" (nprobe {v['nprobe']} of "
+                                                       f"{v['nlist']})" if v["nlist"] else "")
                           for k, v in small.items() if isinstance(v, dict)), ""]
     return "\n".join(lines)
 
