@@ -34,7 +34,6 @@ from drcl.nearest import top_k
 
 FORMAT = "drcl-index/2"
 FAISS_MEMBER = "index.faiss"
-KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_pq")
 APPROXIMATE = ("ivf_pq", "ivf_sq8", "ivf_flat")  # smallest codes first
 RECALL_K = 10
 FLAT_FACTORY = "IDMap2,Flat"  # exact, removable by id
