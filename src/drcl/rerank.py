@@ -50,7 +50,8 @@ class Rerank:
     def from_dict(cls, raw: Mapping[str, object] | None) -> Rerank:
         """A recorded setting (an index's or a set's); none recorded is off."""
         raw = dict(raw or {})
-        return cls(dba_k=int(str(raw.get("dba_k", 0))), qe_k=int(str(raw.get("qe_k", 0))),
+        return cls(dba_k=int(float(str(raw.get("dba_k", 0)))),
+                   qe_k=int(float(str(raw.get("qe_k", 0)))),
                    alpha=float(str(raw.get("alpha", 3.0))))
 
     @classmethod

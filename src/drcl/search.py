@@ -285,24 +285,42 @@ def ranked_in(indexes: Sequence[vector_index.VectorIndex], queries: torch.Tensor
     filled = [index for index in indexes if index.size]
     if setting.qe_k and filled:
         q = torch.nn.functional.normalize(q, dim=1)
-        parts = [index.search_and_reconstruct(q.numpy(), setting.qe_k, device=device)
-                 for index in filled]
-        scores = np.concatenate([part[0] for part in parts], axis=1)
-        vectors = np.concatenate([part[2] for part in parts], axis=1)
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :setting.qe_k]
-        q = expand_with(q, torch.from_numpy(np.take_along_axis(scores, best, 1)),
-                        torch.from_numpy(np.take_along_axis(vectors, best[..., None], 1)),
-                        setting.alpha)
+        parts = []
+        for index in filled:
+            scores, _, vectors = index.search_and_reconstruct(q.numpy(), setting.qe_k,
+                                                              device=device)
+            parts.append((scores, vectors))
+        q = expanded_over(q, parts, setting)
     per_shard = []
     for index in filled:
         scores, slots = index.search(q.numpy(), k, device=device)
         per_shard.append([[(index.id_of(j), float(sc)) for j, sc in zip(
             row_j.tolist(), row_s.tolist(), strict=True) if j >= 0]
             for row_s, row_j in zip(scores, slots, strict=True)])
+    return merged(per_shard, k, len(q))
+
+
+def expanded_over(q: torch.Tensor, parts: Sequence[tuple[np.ndarray, np.ndarray]],
+                  setting: Rerank) -> torch.Tensor:
+    """aQE over shards: each unit query moved towards its best `qe_k` matches over every
+    shard's (scores, vectors) of shapes (n, m) and (n, m, d)."""
+    scores = np.concatenate([part[0] for part in parts], axis=1)
+    vectors = np.concatenate([part[1] for part in parts], axis=1)
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :setting.qe_k]
+    return expand_with(q, torch.from_numpy(np.take_along_axis(scores, best, 1)),
+                       torch.from_numpy(np.take_along_axis(vectors, best[..., None], 1)),
+                       setting.alpha)
+
+
+def merged(per_shard: Sequence[list[list[tuple[str, float]]]], k: int, n: int
+           ) -> list[list[tuple[str, float]]]:
+    """Each of n queries' top k over the shards' answers, by score (ties in shard order)."""
+    if not per_shard:
+        return [[] for _ in range(n)]
     if len(per_shard) == 1:
         return per_shard[0]
     return [sorted(itertools.chain.from_iterable(rows), key=lambda m: -m[1])[:k]
-            for rows in zip(*per_shard, strict=True)] if per_shard else [[] for _ in q]
+            for rows in zip(*per_shard, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,11 +243,36 @@ def _open_study(name: str, *, storage: str, fingerprint: str, params: Params,
     return study
 
 
+class _HeartbeatStorage(optuna.storages.RDBStorage):
+    """Optuna's database storage, where a trial whose worker died before its first heartbeat
+    counts as stale too.
+
+    A worker records a trial's first heartbeat just after making it; killed in between, it
+    leaves a RUNNING trial with no heartbeat, which Optuna never fails, and every other worker
+    would wait for it forever. Such a trial older than the grace period is failed like the
+    rest."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb import models  # the heartbeat table has no public reader
+
+        stale = super()._get_stale_trial_ids(study_id)
+        cutoff = datetime.now() - timedelta(seconds=self.grace_period or GRACE_S)
+        running = self.get_all_trials(study_id, deepcopy=False,
+                                      states=(optuna.trial.TrialState.RUNNING,))
+        with self.scoped_session() as session:
+            for trial in running:
+                started = trial.datetime_start
+                if (trial._trial_id not in stale and started is not None and started < cutoff
+                        and models.TrialHeartbeatModel.where_trial_id(
+                            trial._trial_id, session) is None):
+                    stale.append(trial._trial_id)
+        return stale
+
+
 def _rdb(storage: str) -> optuna.storages.RDBStorage:
     """The study's database with heartbeats: a trial whose worker died (a killed process, a
     lost pod) is marked failed after the grace period and runs again elsewhere."""
-    return optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S,
-                                      grace_period=GRACE_S)
+    return _HeartbeatStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
 
 
 def _raced(exc: Exception) -> bool:

@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {
-    "seed": 0, "device": "cpu",
+    "seed": 0, "device": "cpu", "precision": "fp32",  # the same figures on any CPU
     "model": {"hidden_dim": 32, "common_dim": 16},
     "train": {"epochs": 8, "batch_size": 32, "lr": 3e-3},
     "tracking": {"enabled": False},  # the tracking tests switch it on

@@ -109,7 +109,12 @@ def test_bad_requests_are_one_line_errors(promoted, tmp_path, monkeypatch):
          "query img-0: no encoder for modality 'video' (this model has image, text, audio)"),
         ([{**good, "features": good["features"][:-1]}], None,
          "query img-0: 11-d features, but the image encoder (drcl-encoder-image v1) takes 12-d"),
-        ([{"modality": "image", "id": "x"}], None, "query x: give either features or text"),
+        ([{"modality": "image", "id": "x"}], None,
+         "query x: give one of features, text or embedding"),
+        ([{**good, "embedding": [0.5, 0.5]}], None,
+         "query img-0: give one of features, text or embedding"),
+        ([{"modality": "image", "embedding": [0.5, 0.5], "id": "e"}], None,
+         "query e: an embedding of this set has"),
         ([{"modality": "image", "text": "a dog"}], None,
          "the image encoder takes 12-d precomputed features, not text"),
         ([good], {"database": index, "top_k": 0}, "params top_k must be at least 1, got 0"),
@@ -282,7 +287,7 @@ def test_drcl_serve_refuses_at_the_door_and_answers_like_the_model(promoted, tmp
         assert [[m for m in a["matches"]] for a in answer["predictions"]] == expected
         for body, status_wanted, message in [
             ({**good, "params": {"database": "text-index.npz", "topk": 3}}, 400,
-             "request: unknown params 'topk'; this model takes database, top_k"),
+             "request: unknown params 'topk'; this model takes database, top_k, expand, neighbours"),
             ({}, 400, "request: the body is a JSON object with `inputs`"),
             ({"instances": asked}, 400, "found keys 'instances'"),
             ({"inputs": {"modality": "image"}}, 400, "`inputs` is a list of queries"),

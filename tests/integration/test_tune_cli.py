@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 
 from tests.integration.project import run, validation_map
@@ -67,6 +68,26 @@ def study_trials(project: Path, name: str) -> list[optuna.trial.FrozenTrial]:
         raise KeyError(name)
     return optuna.load_study(study_name=name, storage=f"sqlite:///{path}").get_trials(
         deepcopy=False)
+
+
+def finished_trials(project: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials as the search has them now, read while it writes: a read that
+    meets the search's write lock or a study not made yet counts as none finished yet."""
+    try:
+        return [t for t in study_trials(project, name) if t.state.is_finished()]
+    except (KeyError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError):
+        return []
+
+
+def wait_for_finished(proc: subprocess.Popen, project: Path, name: str, count: int,
+                      timeout_s: float = 600) -> list[optuna.trial.FrozenTrial]:
+    """Poll until the search has finished `count` trials (or it ended, or time ran out)."""
+    deadline = time.monotonic() + timeout_s
+    done: list[optuna.trial.FrozenTrial] = []
+    while time.monotonic() < deadline and proc.poll() is None and len(done) < count:
+        time.sleep(0.2)
+        done = finished_trials(project, name)
+    return done
 
 
 @pytest.fixture
@@ -124,17 +145,8 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(prepared):
     set_params(prepared, tune={"trials": 6, "strategy": "joint"})
     proc = subprocess.Popen([sys.executable, "-m", "drcl", "tune"], cwd=prepared,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    done: list = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            done = [t for t in study_trials(prepared, "drcl.joint") if t.state.is_finished()]
-        except KeyError:  # the study is not made yet
-            continue
-        if len(done) >= 2:
-            proc.kill()  # SIGKILL: the running trial is left as it was
-            break
+    done = wait_for_finished(proc, prepared, "drcl.joint", 2)
+    proc.kill()  # SIGKILL: the running trial is left as it was
     proc.wait()
     assert 2 <= len(done) < 6, "the search ended before it could be killed"
     finished = {t.number: t.value for t in study_trials(prepared, "drcl.joint")
@@ -154,14 +166,7 @@ def test_sigint_stops_the_search_in_one_line_and_it_goes_on_later(prepared):
     set_params(prepared, tune={"trials": 3, "strategy": "joint"})
     proc = subprocess.Popen([sys.executable, "-m", "drcl", "tune"], cwd=prepared,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            if any(t.state.is_finished() for t in study_trials(prepared, "drcl.joint")):
-                break
-        except KeyError:
-            continue
+    assert wait_for_finished(proc, prepared, "drcl.joint", 1), "no trial finished"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -22,7 +22,7 @@ from tests.pipeline.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 SLICE = ["fou", "kar", "mor"]
-FAST = {"seed": 0, "device": "cpu",
+FAST = {"seed": 0, "device": "cpu", "precision": "fp32",  # the same figures on any CPU
         "data": {"source": "uci_mfeat", "modalities": SLICE,
                  "noise": {"kind": "symmetric", "rate": 0.2}},
         "model": {"hidden_dim": 32, "common_dim": 16},

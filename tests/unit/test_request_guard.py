@@ -49,7 +49,7 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit():
     (b"{", "request: the body is not JSON"),
     (b"[1]", "got a JSON list"),
     (b'{"inputs": [], "params": {"top_k": 3, "k": 1}}',
-     "request: unknown params 'k'; this model takes database, top_k"),
+     "request: unknown params 'k'; this model takes database, top_k, expand, neighbours"),
     (b'{"inputs": [], "params": [1]}', "`params` is an object (database, top_k); got a JSON "
                                        "array"),
     (b'{"dataframe_split": {}}', "found keys 'dataframe_split'"),

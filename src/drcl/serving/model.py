@@ -36,6 +36,7 @@ from drcl.serving.package import (
     read_manifest,
 )
 from drcl.serving.schema import DEFAULT_PARAMS, Answer, Match, Query, serving_config
+from drcl.serving.shards import ShardClient, search_shards
 
 SCORING_SERVER_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its workers
 # where a model config comes from, as a bad one is named
@@ -43,6 +44,7 @@ CONFIG_SOURCE = "model config (MLFLOW_PYFUNC_INFERENCE_CONFIG or load_model's mo
 REMOTE = ("s3://", "gs://", "http://", "https://", "runs:/", "models:/", "mlflow-artifacts:")
 
 MAX_CACHED_INDEXES = 4
+TEXT, EMBEDDING = 1, 2  # kinds of query input, as `_embed` groups them (0: features)
 
 
 class RequestError(MlflowException):
@@ -101,6 +103,8 @@ class DrclModel(mlflow.pyfunc.PythonModel):
         self.index_root = config.index_root
         self.max_index_bytes = int(config.max_index_mb * 2**20)
         self.max_top_k = config.max_top_k
+        self.shards = (ShardClient(config.shards, timeout_s=config.shard_timeout_s)
+                       if config.shards else None)
 
     def predict(self, context: Any, model_input: list[Query],
                 params: dict[str, Any] | None = None) -> list[Answer]:
@@ -125,13 +129,44 @@ class DrclModel(mlflow.pyfunc.PythonModel):
         if not database:
             return [Answer(query=n, modality=q.modality, embedding=e.tolist())
                     for n, q, e in zip(names, queries, embedded, strict=True)]
+        if self.shards is not None:  # a router: the shards hold the database
+            if not self.allowed(database):
+                raise self._refuse(database)
+            found = search_shards(self.shards, database, torch.stack([e.float() for e in embedded]),
+                                  [q.modality for q in queries], k=k)
+            return [Answer(query=n, modality=q.modality,
+                           matches=[Match(rank=r, id=i, score=round(s, 6))
+                                    for r, (i, s) in enumerate(matches, 1)])
+                    for n, q, matches in zip(names, queries, found, strict=True)]
         db = self._database(database)
-        found = ranked_in([db.vectors], torch.stack(embedded),
-                          Rerank.from_dict(db.meta.get("rerank")), k=k, device=self.device)
+        setting = Rerank.from_dict(db.meta.get("rerank"))
+        if params.get("neighbours"):
+            return self._neighbours(db, torch.stack([e.float() for e in embedded]), setting, names, queries)
+        found = ranked_in([db.vectors], torch.stack([e.float() for e in embedded]),
+                          setting if params.get("expand", True) else Rerank(), k=k,
+                          device=self.device)
         return [Answer(query=n, modality=q.modality,
                        matches=[Match(rank=r, id=i, score=round(s, 6))
                                 for r, (i, s) in enumerate(matches, 1)])
                 for n, q, matches in zip(names, queries, found, strict=True)]
+
+    def _neighbours(self, db: Index, queries: torch.Tensor, setting: Rerank,
+                    names: list[str], asked: list[Query]) -> list[Answer]:
+        """What a router needs of this shard to expand queries over every shard: the index's
+        setting and, when it expands, each query's best `qe_k` matches with their vectors
+        (scores unrounded, so the router's arithmetic is the in-process one)."""
+        rows: list[list[Match]] = [[] for _ in asked]
+        if setting.qe_k and db.vectors.size:
+            q = torch.nn.functional.normalize(queries.detach().float().cpu(), dim=1)
+            db.vectors.check_width(q.shape[1], "query")
+            scores, slots, vectors = db.vectors.search_and_reconstruct(
+                q.numpy(), setting.qe_k, device=self.device)
+            rows = [[Match(rank=r, id=db.vectors.id_of(j), score=float(sc), vector=v.tolist())
+                     for r, (j, sc, v) in enumerate(zip(row_j.tolist(), row_s.tolist(), row_v,
+                                                        strict=True), 1) if j >= 0]
+                    for row_s, row_j, row_v in zip(scores, slots, vectors, strict=True)]
+        return [Answer(query=n, modality=q.modality, matches=m, rerank=setting.as_dict())
+                for n, q, m in zip(names, asked, rows, strict=True)]
 
     def _embed(self, queries: list[Query], names: list[str]) -> list[torch.Tensor]:
         """Each query's unit embedding, computed a modality (and a kind of input) at a time."""
@@ -140,13 +175,18 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             if q.modality not in self.members:
                 raise DrclError(f"query {name}: no encoder for modality {q.modality!r} (this "
                                 f"model has {', '.join(self.members)})")
-            if (q.features is None) == (q.text is None):
-                raise DrclError(f"query {name}: give either features or text")
-            groups.setdefault((q.modality, q.text is not None), []).append(i)
+            given = [q.features is not None, q.text is not None, q.embedding is not None]
+            if sum(given) != 1:
+                raise DrclError(f"query {name}: give one of features, text or embedding")
+            groups.setdefault((q.modality, given.index(True)), []).append(i)
         out: list[torch.Tensor] = [torch.empty(0)] * len(queries)
-        for (modality, is_text), rows in groups.items():
+        for (modality, kind), rows in groups.items():
             loaded = self.members[modality]
-            if is_text:
+            if kind == EMBEDDING:
+                for i in rows:
+                    out[i] = self._embedding(queries[i], names[i], loaded)
+                continue
+            if kind == TEXT:
                 if loaded.extractor != "minilm":
                     raise DrclError(f"query {names[rows[0]]}: the {modality} encoder takes "
                                     f"{loaded.encoder.spec.input_dim}-d {loaded.extractor} "
@@ -167,6 +207,17 @@ class DrclModel(mlflow.pyfunc.PythonModel):
             for i, row in zip(rows, embedded, strict=True):
                 out[i] = row
         return out
+
+    def _embedding(self, query: Query, name: str, loaded: LoadedMember) -> torch.Tensor:
+        """A query given embedded: the set's common width, finite values."""
+        width = loaded.encoder.spec.common_dim
+        values = torch.tensor(query.embedding or (), dtype=torch.float32)
+        if values.shape != (width,):
+            raise DrclError(f"query {name}: an embedding of this set has {width} values, "
+                            f"got {values.numel()}")
+        if not torch.isfinite(values).all():
+            raise DrclError(f"query {name}: embedding contains NaN or infinite values")
+        return values.to(self.device)
 
     def allowed(self, reference: str) -> bool:
         """Whether a request may name this index: listed in `indexes`, or under `index_root`

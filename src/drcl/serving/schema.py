@@ -4,27 +4,40 @@ MLflow derives the model's signature from these types (`DrclModel.predict`'s typ
 scoring server validates requests against them, and `drcl search --format json` writes its
 matches with the same `Match`. A request is a list of `Query`; `params` (`Params`) say what to
 do: without a `database`, each query comes back embedded; with one, with its `top_k` matches.
+A deployment whose model config names `shards` searches a database by asking those deployments
+(each holding one shard of it) and merging their answers (`drcl.serving.shards`); the two
+params `expand` and `neighbours` and a query's `embedding` are the words of that exchange.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from drcl.config import one_line
 from drcl.errors import DrclError
 
 
 class Query(BaseModel):
-    """One item: its features (the width the modality's encoder takes), or a raw text when the
-    modality's extractor is MiniLM. `id` names it in the answer (default: its position)."""
+    """One item: its features (the width the modality's encoder takes), a raw text when the
+    modality's extractor is MiniLM, or its embedding in the set's common space (made by this
+    set's encoder; a shard router sends queries so). `id` names it in the answer (default: its
+    position)."""
 
     model_config = ConfigDict(extra="forbid")
 
     modality: str
     features: list[float] | None = None
     text: str | None = None
+    embedding: list[float] | None = None
     id: str | None = None
 
 
@@ -34,6 +47,11 @@ class Match(BaseModel):
     rank: int
     id: str
     score: float
+    vector: list[float] | None = None  # the item's stored vector (params `neighbours`)
+
+    @model_serializer(mode="wrap")
+    def _shown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without(handler(self), "vector")
 
 
 class Answer(BaseModel):
@@ -43,10 +61,25 @@ class Answer(BaseModel):
     modality: str
     embedding: list[float] | None = None
     matches: list[Match] | None = None
+    rerank: dict[str, float] | None = None  # the index's re-ranking setting (`neighbours`)
+
+    @model_serializer(mode="wrap")
+    def _shown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without(handler(self), "rerank")
 
 
-# the request's params and their defaults; an empty `database` means: embed only
-DEFAULT_PARAMS: dict[str, str | int] = {"database": "", "top_k": 10}
+def _without(dumped: dict[str, Any], key: str) -> dict[str, Any]:
+    """An answer as before the shard exchange: its words only where they were asked for."""
+    if dumped.get(key) is None:
+        dumped.pop(key, None)
+    return dumped
+
+
+# the request's params and their defaults; an empty `database` means: embed only. `expand`
+# false skips the index's query expansion; `neighbours` true answers with the matches that
+# expansion would use (the index's `qe_k`), their vectors and the index's setting instead
+DEFAULT_PARAMS: dict[str, str | int | bool] = {"database": "", "top_k": 10, "expand": True,
+                                               "neighbours": False}
 
 
 class ServingConfig(BaseModel):
@@ -55,7 +88,10 @@ class ServingConfig(BaseModel):
     MLFLOW_PYFUNC_INFERENCE_CONFIG of `mlflow models serve` and `drcl serve`.
 
     `indexes` (index paths or URIs) and `index_root` (a folder or URI prefix) fix which indexes
-    a request may name; with neither, index files under the server's working directory."""
+    a request may name; with neither, index files under the server's working directory.
+    `shards` (the base URLs of deployments of this same model, each serving one shard of every
+    database under the same name) makes this deployment a router: it embeds the queries, asks
+    every shard and merges by score, and holds no index itself."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +101,8 @@ class ServingConfig(BaseModel):
     index_root: str = ""
     max_index_mb: Annotated[float, Field(gt=0)] = 4096
     max_top_k: Annotated[int, Field(ge=1)] = 1000
+    shards: list[Annotated[str, Field(pattern=r"^https?://")]] = Field(default_factory=list)
+    shard_timeout_s: Annotated[float, Field(gt=0)] = 30
 
     def allowed_indexes(self) -> list[str]:
         return [self.indexes] if isinstance(self.indexes, str) else list(self.indexes)
