@@ -287,7 +287,8 @@ def test_drcl_serve_refuses_at_the_door_and_answers_like_the_model(promoted, tmp
         assert [[m for m in a["matches"]] for a in answer["predictions"]] == expected
         for body, status_wanted, message in [
             ({**good, "params": {"database": "text-index.npz", "topk": 3}}, 400,
-             "request: unknown params 'topk'; this model takes database, top_k, expand, neighbours"),
+             "request: unknown params 'topk'; this model takes database, top_k, expand, "
+             "neighbours"),
             ({}, 400, "request: the body is a JSON object with `inputs`"),
             ({"instances": asked}, 400, "found keys 'instances'"),
             ({"inputs": {"modality": "image"}}, 400, "`inputs` is a list of queries"),

@@ -129,22 +129,20 @@ class DrclModel(mlflow.pyfunc.PythonModel):
         if not database:
             return [Answer(query=n, modality=q.modality, embedding=e.tolist())
                     for n, q, e in zip(names, queries, embedded, strict=True)]
+        stacked = torch.stack([e.float() for e in embedded])
         if self.shards is not None:  # a router: the shards hold the database
             if not self.allowed(database):
                 raise self._refuse(database)
-            found = search_shards(self.shards, database, torch.stack([e.float() for e in embedded]),
+            found = search_shards(self.shards, database, stacked,
                                   [q.modality for q in queries], k=k)
-            return [Answer(query=n, modality=q.modality,
-                           matches=[Match(rank=r, id=i, score=round(s, 6))
-                                    for r, (i, s) in enumerate(matches, 1)])
-                    for n, q, matches in zip(names, queries, found, strict=True)]
-        db = self._database(database)
-        setting = Rerank.from_dict(db.meta.get("rerank"))
-        if params.get("neighbours"):
-            return self._neighbours(db, torch.stack([e.float() for e in embedded]), setting, names, queries)
-        found = ranked_in([db.vectors], torch.stack([e.float() for e in embedded]),
-                          setting if params.get("expand", True) else Rerank(), k=k,
-                          device=self.device)
+        else:
+            db = self._database(database)
+            setting = Rerank.from_dict(db.meta.get("rerank"))
+            if params.get("neighbours"):
+                return self._neighbours(db, stacked, setting, names, queries)
+            found = ranked_in([db.vectors], stacked,
+                              setting if params.get("expand", True) else Rerank(), k=k,
+                              device=self.device)
         return [Answer(query=n, modality=q.modality,
                        matches=[Match(rank=r, id=i, score=round(s, 6))
                                 for r, (i, s) in enumerate(matches, 1)])
