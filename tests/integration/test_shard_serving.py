@@ -1,8 +1,9 @@
-"""A database served as shards by several deployments and one router, as infra/README.md sets
-it up: three `drcl serve` processes (two shards, each with its part of the database under the
-same name, and a router whose model config names them) answer as `drcl search` does with both
-shards in one process, with and without query expansion; a shard that does not answer is one
-line naming it."""
+"""A database served as shards by several deployments and one router, as
+infra/k8s/serving-shards deploys it: `drcl serve` started as its serving runtime does, once per
+InferenceService, each with the model config its manifest gives (the shards reading their parts
+from a real S3 server under their own index_root, the router naming the shards' services, here
+on 127.0.0.1), answers as `drcl search` does with every shard in one process, with and without
+query expansion; a shard that does not answer and a router of another set are one line each."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+import boto3
 import mlflow
 import numpy as np
 import pytest
@@ -26,8 +28,21 @@ from tests.services import free_ports, running
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "infra" / "k8s" / "serving-shards"
 CHAMPION = "models:/drcl-set@champion"
 EXPANDING = {"dba_k": 0, "qe_k": 3, "alpha": 3.0}
+
+
+def services() -> dict[str, dict]:
+    """Each InferenceService of the manifests: its model config, by name."""
+    spec = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    found = {}
+    for resource in spec["resources"]:
+        for doc in yaml.safe_load_all((MANIFESTS / resource).read_text()):
+            env = {e["name"]: e["value"] for e in doc["spec"]["predictor"]["model"]["env"]}
+            found[doc["metadata"]["name"]] = json.loads(env["MLFLOW_PYFUNC_INFERENCE_CONFIG"])
+    return found
 
 
 def in_one_process(root: Path, monkeypatch) -> list[list[tuple[str, float]]]:
@@ -45,11 +60,22 @@ def same(got: list[list[dict]], want: list[list[tuple[str, float]]]) -> None:
                        [[s for _, s in row] for row in want], atol=2e-6)
 
 
+def shard_indexes(root: Path, s3, roots: list[str], *, setting: dict, name: str) -> None:
+    """Both parts indexed as `drcl index` writes them, uploaded under each shard's root."""
+    for n, prefix in enumerate(roots):
+        index = VectorIndex.load(root / f"s{n}/db.npz")
+        index.meta["rerank"] = setting  # the set's re-ranking, as `drcl index` records it
+        index.save(root / f"s{n}/db.npz")
+        bucket, _, key = prefix.removeprefix("s3://").partition("/")
+        s3.upload_file(str(root / f"s{n}/db.npz"), bucket, f"{key}/{name}".lstrip("/"))
+
+
 def test_shard_deployments_behind_a_router_answer_as_one_process(indexed, monkeypatch,  # noqa: F811
-                                                                   tmp_path):
+                                                                   tmp_path, s3_server):
     root, _ = indexed
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["index"]["kind"] = "flat"
+    params["precision"] = "auto"  # as the manifests serve: the same arithmetic on both sides
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with np.load(root / "texts.npz") as npz:
         features, ids = npz["features"], npz["ids"]
@@ -58,46 +84,64 @@ def test_shard_deployments_behind_a_router_answer_as_one_process(indexed, monkey
         np.savez(root / f"part{n}.npz", features=features[part], ids=ids[part])
         assert drcl(root, monkeypatch, "index", "-m", "text", "--features", f"part{n}.npz",
                     "--out", f"s{n}/db.npz").exit_code == 0
+
+    configs = services()
+    router_name = next(name for name, c in configs.items() if c.get("shards"))
+    shard_names = [name for name in configs if name != router_name]
+    ports = dict(zip([*shard_names, router_name], free_ports(len(configs)), strict=True))
+    local = {f"http://{name}-predictor.drcl.svc.cluster.local": f"http://127.0.0.1:{ports[name]}"
+             for name in shard_names}
+    assert set(configs[router_name]["shards"]) == set(local)  # the router names every shard
+    roots = [configs[name]["index_root"] for name in shard_names]
+    assert len(set(roots)) == len(roots) == 2
+    env = {**os.environ, **s3_server.env(),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint,
+                      aws_access_key_id=s3_server.access_key,
+                      aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+    for bucket in {r.removeprefix("s3://").split("/")[0] for r in roots}:
+        s3.create_bucket(Bucket=bucket)
+    shard_indexes(root, s3, roots, setting={}, name="db.npz")
+
     asked = [{"modality": "image", "features": row.tolist(), "id": f"q{i}"}
              for i, row in enumerate(np.load(root / "images.npy"))]
-    request = json.dumps({"inputs": asked, "params": {"database": "db.npz", "top_k": 10}})
-
-    ports = free_ports(3)
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    router = {**env, "MLFLOW_PYFUNC_INFERENCE_CONFIG": json.dumps({"shards": urls[:2]})}
+    router = f"http://127.0.0.1:{ports[router_name]}"
     with ExitStack() as servers:
-        for n in (0, 1):  # each shard deployment holds its part as db.npz in its index_root
+        for name, config in configs.items():  # as the runtime starts `drcl serve`
+            if name == router_name:
+                config = {**config, "shards": [local[u] for u in config["shards"]]}
             servers.enter_context(running(
-                ["drcl", "serve", "-m", CHAMPION, "--port", str(ports[n])], health=urls[n] +
-                "/ping", cwd=root / f"s{n}", env=env, log=tmp_path / f"s{n}.log", timeout=180))
-        servers.enter_context(running(
-            ["drcl", "serve", "-m", CHAMPION, "--port", str(ports[2])], health=urls[2] + "/ping",
-            cwd=root, env=router, log=tmp_path / "router.log", timeout=180))
+                ["drcl", "serve", "-m", CHAMPION, "--port", str(ports[name])],
+                health=f"http://127.0.0.1:{ports[name]}/ping", cwd=tmp_path,
+                env={**env, "MLFLOW_PYFUNC_INFERENCE_CONFIG": json.dumps(config)},
+                log=tmp_path / f"{name}.log", timeout=180))
 
-        status, answer = post(urls[2], request.encode())
-        assert status == 200, answer
+        def ask(database: str) -> list[list[dict]]:
+            body = {"inputs": asked, "params": {"database": database, "top_k": 10}}
+            status, answer = post(router, json.dumps(body).encode())
+            assert status == 200, answer
+            return [a["matches"] for a in answer["predictions"]]
+
         plain = in_one_process(root, monkeypatch)
-        same([a["matches"] for a in answer["predictions"]], plain)
+        same(ask("db.npz"), plain)
 
-        for n in (0, 1):  # the set's query expansion, recorded in both shards
-            index = VectorIndex.load(root / f"s{n}/db.npz")
-            index.meta["rerank"] = EXPANDING
-            index.save(root / f"s{n}/db.npz")
+        shard_indexes(root, s3, roots, setting=EXPANDING, name="expanded.npz")
         expanded = in_one_process(root, monkeypatch)
         assert expanded != plain  # the expansion changes the answers
-        request = request.replace('"db.npz"', '"./db.npz"')  # read afresh by every server
-        status, answer = post(urls[2], request.encode())
-        assert status == 200, answer
-        same([a["matches"] for a in answer["predictions"]], expanded)
+        same(ask("expanded.npz"), expanded)
 
         # one shard gone: the router answers with one line naming it
         (dead,) = free_ports(1)
+        gone = f"http://127.0.0.1:{dead}"
         model = mlflow.pyfunc.load_model(CHAMPION, model_config={
-            "shards": [urls[0], f"http://127.0.0.1:{dead}"], "shard_timeout_s": 5})
-        monkeypatch.chdir(root)
+            "shards": [local[next(iter(local))], gone], "shard_timeout_s": 5})
         with pytest.raises(MlflowException) as caught:
             model.predict(asked, params={"database": "db.npz"})
-        message = caught.value.message
-        assert message.startswith(f"shard http://127.0.0.1:{dead}: no answer"), message
-        assert "\n" not in message
+        assert caught.value.message.startswith(f"shard {gone}: no answer"), caught.value.message
+        assert "\n" not in caught.value.message
+
+        # a router of another set than its shards': refused, as its scores would not compare
+        assert drcl(root, monkeypatch, "promote").exit_code == 0
+        model = mlflow.pyfunc.load_model(CHAMPION, model_config={"shards": list(local.values())})
+        with pytest.raises(MlflowException, match="built by another encoder than this router's"):
+            model.predict(asked, params={"database": "db.npz"})

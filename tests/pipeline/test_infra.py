@@ -252,6 +252,38 @@ def test_the_kserve_manifests():
     assert docs["ServiceAccount"]["secrets"] == [{"name": "drcl-s3"}]
 
 
+def test_the_shard_manifests_are_the_champions_service_with_a_model_config_each():
+    """infra/k8s/serving-shards: every InferenceService is drcl-champion's predictor (the same
+    runtime, format, account, storage layout) plus an `env` the runtime's container takes, whose
+    model config drcl accepts; the router names every shard's predictor service and holds no
+    index. tests/integration/test_shard_serving.py starts them as the runtime would."""
+    from drcl.serving.schema import serving_config
+
+    champion = yaml.safe_load((INFRA / "k8s/serving/inference-service.yaml").read_text())
+    folder = INFRA / "k8s" / "serving-shards"
+    spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert spec["namespace"] == "drcl"
+    files, _ = resources_of(folder / "kustomization.yaml")
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text())]
+    configs = {}
+    for doc in docs:
+        assert doc["apiVersion"] == champion["apiVersion"] and doc["kind"] == "InferenceService"
+        model = dict(doc["spec"]["predictor"]["model"])
+        (env,) = model.pop("env")
+        assert model == champion["spec"]["predictor"]["model"]
+        assert {k: v for k, v in doc["spec"]["predictor"].items() if k != "model"} == {
+            k: v for k, v in champion["spec"]["predictor"].items() if k != "model"}
+        assert env["name"] == "MLFLOW_PYFUNC_INFERENCE_CONFIG"
+        configs[doc["metadata"]["name"]] = serving_config(json.loads(env["value"]),
+                                                          source=str(doc["metadata"]["name"]))
+    routers = [name for name, c in configs.items() if c.shards]
+    assert routers == ["drcl-router"] and not configs["drcl-router"].index_root
+    shards = sorted(set(configs) - set(routers))
+    assert configs["drcl-router"].shards == [
+        f"http://{name}-predictor.{spec['namespace']}.svc.cluster.local" for name in shards]
+    assert len({configs[name].index_root for name in shards}) == len(shards) >= 2
+
+
 def test_the_runtime_serves_as_the_readme_does():
     """The cluster runs the command README.md shows and its tests run, on the model folder."""
     readme = (ROOT / "README.md").read_text()

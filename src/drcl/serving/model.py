@@ -9,6 +9,7 @@ default as in params.yaml, so a served model answers as `drcl search` does on th
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 import tempfile
 import threading
@@ -131,10 +132,11 @@ class DrclModel(mlflow.pyfunc.PythonModel):
                     for n, q, e in zip(names, queries, embedded, strict=True)]
         stacked = torch.stack([e.float() for e in embedded])
         if self.shards is not None:  # a router: the shards hold the database
-            if not self.allowed(database):
+            if not self.allowed(self.resolved(database)):
                 raise self._refuse(database)
             found = search_shards(self.shards, database, stacked,
-                                  [q.modality for q in queries], k=k)
+                                  [q.modality for q in queries], k=k,
+                                  weights=set(self.weights_sha256.values()))
         else:
             db = self._database(database)
             setting = Rerank.from_dict(db.meta.get("rerank"))
@@ -163,7 +165,9 @@ class DrclModel(mlflow.pyfunc.PythonModel):
                      for r, (j, sc, v) in enumerate(zip(row_j.tolist(), row_s.tolist(), row_v,
                                                         strict=True), 1) if j >= 0]
                     for row_s, row_j, row_v in zip(scores, slots, vectors, strict=True)]
-        return [Answer(query=n, modality=q.modality, matches=m, rerank=setting.as_dict())
+        built_by = str(db.meta.get("weights_sha256") or "")
+        return [Answer(query=n, modality=q.modality, matches=m, rerank=setting.as_dict(),
+                       built_by=built_by)
                 for n, q, m in zip(names, asked, rows, strict=True)]
 
     def _embed(self, queries: list[Query], names: list[str]) -> list[torch.Tensor]:
@@ -240,8 +244,20 @@ class DrclModel(mlflow.pyfunc.PythonModel):
                          f"serves; allowed: {named}; and any under {root} (model config "
                          "`indexes`, `index_root`)")
 
+    def resolved(self, reference: str) -> str:
+        """A request's index: a relative path names a file under `index_root` when one is set
+        (so shard deployments read each their own part under one name), else under the
+        working directory."""
+        if (not self.index_root or reference.startswith(REMOTE) or "://" in reference
+                or Path(reference).is_absolute()):
+            return reference
+        if self.index_root.startswith(REMOTE) or "://" in self.index_root:
+            return self.index_root.rstrip("/") + "/" + posixpath.normpath(reference)
+        return str(Path(self.index_root) / reference)
+
     def _database(self, reference: str) -> Index:
         """An allowed index from `drcl index`, read once and kept (safe across threads)."""
+        reference = self.resolved(reference)
         if not self.allowed(reference):
             raise self._refuse(reference)
         with self._lock:

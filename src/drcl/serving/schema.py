@@ -62,22 +62,25 @@ class Answer(BaseModel):
     embedding: list[float] | None = None
     matches: list[Match] | None = None
     rerank: dict[str, float] | None = None  # the index's re-ranking setting (`neighbours`)
+    built_by: str | None = None  # the sha256 of the weights that built the index (`neighbours`)
 
     @model_serializer(mode="wrap")
     def _shown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _without(handler(self), "rerank")
+        return _without(handler(self), "rerank", "built_by")
 
 
-def _without(dumped: dict[str, Any], key: str) -> dict[str, Any]:
+def _without(dumped: dict[str, Any], *keys: str) -> dict[str, Any]:
     """An answer as before the shard exchange: its words only where they were asked for."""
-    if dumped.get(key) is None:
-        dumped.pop(key, None)
+    for key in keys:
+        if dumped.get(key) is None:
+            dumped.pop(key, None)
     return dumped
 
 
 # the request's params and their defaults; an empty `database` means: embed only. `expand`
 # false skips the index's query expansion; `neighbours` true answers with the matches that
-# expansion would use (the index's `qe_k`), their vectors and the index's setting instead
+# expansion would use (the index's `qe_k`), their vectors, the index's setting and the checksum
+# of the weights that built it instead
 DEFAULT_PARAMS: dict[str, str | int | bool] = {"database": "", "top_k": 10, "expand": True,
                                                "neighbours": False}
 

@@ -66,11 +66,19 @@ def _message(exc: urllib.error.HTTPError) -> str:
 
 
 def search_shards(client: ShardClient, database: str, queries: torch.Tensor,
-                  modalities: Sequence[str], *, k: int) -> list[list[tuple[str, float]]]:
+                  modalities: Sequence[str], *, k: int, weights: set[str]
+                  ) -> list[list[tuple[str, float]]]:
     """Each query's top k (id, score) over every shard of `database`, as `ranked_in` gives
-    with the shards in one process."""
+    with the shards in one process. `weights`: the router's encoders' checksums; a shard whose
+    part was built by another encoder is refused (its scores would not compare)."""
     q = torch.nn.functional.normalize(queries.detach().float().cpu(), dim=1)
     asked = client.ask(_inputs(q, modalities), {"database": database, "neighbours": True})
+    for url, answers in zip(client.urls, asked, strict=True):
+        built_by = answers[0].get("built_by") if answers else None
+        if built_by not in weights:
+            raise DrclError(f"shard {url}: its part of {database} was built by another encoder "
+                            "than this router's set; serve one set version on the router and "
+                            "every shard")
     settings = {json.dumps(a["rerank"], sort_keys=True) for answers in asked for a in answers}
     if len(settings) > 1:
         raise DrclError(f"params database: the shards of {database} differ in their re-ranking "
