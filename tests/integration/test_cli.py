@@ -84,8 +84,9 @@ def test_orthogonal_prior_baseline(project):
     write_params(project, data=params["data"], prior={"method": "orthogonal"})
     run_pipeline()
     prior = json.loads((project / "metrics/prior.json").read_text())
+    precision = yaml.safe_load((project / "params.yaml").read_text())["precision"]
     assert prior == {"method": "orthogonal", "chosen": None, "scores": {}, "best_epoch": {},
-                     "standardize": {}, "precision": resolved_precision("auto", CPU)}
+                     "standardize": {}, "precision": resolved_precision(precision, CPU)}
 
 
 def test_bf16_runs_every_stage_and_says_so(project):

@@ -201,10 +201,14 @@ def test_a_request_reads_only_the_indexes_the_deployment_allows(promoted, tmp_pa
         "index_root": "s3://drcl-indexes/prod", "indexes": [str(promoted / "text-index.npz")]})
     assert remote.predict([good], params={"database": str(promoted / "text-index.npz")})
     for database in ["s3://drcl-indexes/prod/../staging/x.npz", "s3://drcl-indexes/production/x",
-                     "text-index.npz"]:
+                     "../staging/x.npz", "a/../../staging/x.npz"]:
         with pytest.raises(MlflowException, match="allowed: .*text-index.npz; and any under "
                                                   "s3://drcl-indexes/prod"):
             remote.predict([good], params={"database": database})
+    assert hits == []
+    # a relative name lies under the root (shard deployments read their parts so)
+    assert remote.unwrap_python_model().resolved("shards/text-index.npz") == (
+        "s3://drcl-indexes/prod/shards/text-index.npz")
 
     capped = mlflow.pyfunc.load_model(CHAMPION, model_config={"max_index_mb": 0.0001})
     with pytest.raises(MlflowException, match="over this deployment's cap of 0 MB"):
