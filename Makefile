@@ -50,6 +50,7 @@ bench-index: setup
 	$(BIN)/python benchmarks/speed/serving.py --database 1000000 --load-seconds 10 \
 		--out benchmarks/speed/serving-index-1m.json
 	$(BIN)/python benchmarks/speed/ann.py wikipedia --sizes 100000 1000000 --kinds auto
+	$(BIN)/python benchmarks/speed/shards.py --database 200000 --shards 2
 
 # Quality tables (about 1.5 hours on a 2-core CPU; Wikipedia needs data/wikipedia, see README).
 bench-quality: setup
