@@ -1,6 +1,7 @@
 """What re-ranking and seed ensembles buy over the defaults, each chosen on validation.
 
     python benchmarks/quality/levers.py DATASET [--seeds 0 1 2] [--members 3]
+    python benchmarks/quality/levers.py DATASET --tuned joint   # on the settings drcl tune chose
     python benchmarks/quality/levers.py --report          # the tables of RESULTS.md
 
 Per seed: the prior (SPL, as the pipeline fits it), then `--members` encoders per modality
@@ -13,7 +14,11 @@ drcl.ensemble.member_seed gives it). Embedded on validation and test, then measu
 - `ensemble`: every member, a modality's embedding the normalised mean of its members';
 - `ensemble+rerank`: both levers.
 Every choice is made on validation; the test figures are only reported. Results go to
-benchmarks/quality/results/levers-DATASET.json, one entry per seed, written after each.
+benchmarks/quality/results/levers-DATASET.json, one entry per seed, written after each. With
+`--tuned STRATEGY` the runs start from the per-modality settings `drcl tune` chose (seed 0's
+search of that strategy in results/tune-DATASET.json, made by benchmarks/quality/tune.py, on
+validation): all three levers together, in levers-DATASET-tuned.json; `defaults` is then the
+tuned run alone.
 The runs call the pipeline's library functions in memory, without tracking, in float32.
 """
 
@@ -62,8 +67,18 @@ def measure(emb: dict, labels: dict, k: int, multi_label: bool) -> dict:
     return out
 
 
-def one_seed(dataset: str, seed: int, members: int, work: Path) -> dict:
+def tuned_settings(dataset: str, strategy: str) -> dict:
+    """The per-modality settings seed 0's search of `strategy` chose (tune.py's results)."""
+    runs = json.loads((RESULTS / f"tune-{dataset}.json").read_text())
+    (run,) = [r for r in runs if r["strategy"] == strategy and r["seed"] == 0]
+    return run["best"]
+
+
+def one_seed(dataset: str, seed: int, members: int, work: Path,
+             per_modality: dict | None = None) -> dict:
     raw = base_params(dataset)
+    if per_modality:
+        raw["train"]["per_modality"] = per_modality
     modalities, multi_label = prepare(dataset, raw, work)
     params = with_overrides(raw, {}, seed)
     device = resolve_device(params.device)
@@ -102,7 +117,7 @@ def report() -> str:
             "| test gain | gain per seed |", "|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("levers-*.json")):
         runs = json.loads(path.read_text())
-        dataset = path.stem.removeprefix("levers-")
+        dataset = path.stem.removeprefix("levers-").replace("-tuned", " (tuned)")
         seeds = sorted(runs, key=int)
 
         def mean(get, runs=runs, seeds=seeds):
@@ -137,6 +152,7 @@ def main() -> None:
     parser.add_argument("dataset", nargs="?")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--tuned", choices=["coordinate", "joint"])
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     if args.report:
@@ -144,13 +160,15 @@ def main() -> None:
         return
     import tempfile
 
-    out = RESULTS / f"levers-{args.dataset}.json"
+    per_modality = tuned_settings(args.dataset, args.tuned) if args.tuned else None
+    out = RESULTS / f"levers-{args.dataset}{'-tuned' if args.tuned else ''}.json"
     done = json.loads(out.read_text()) if out.is_file() else {}
     for seed in args.seeds:
         if str(seed) in done:
             continue
         with tempfile.TemporaryDirectory(prefix="drcl-levers-") as tmp:
-            done[str(seed)] = one_seed(args.dataset, seed, args.members, Path(tmp))
+            done[str(seed)] = one_seed(args.dataset, seed, args.members, Path(tmp),
+                                       per_modality)
         out.write_text(json.dumps(done, indent=1) + "\n")
         print(json.dumps(done[str(seed)]["single"] | {"ensemble": done[str(seed)]["ensemble"]},
                      indent=1), flush=True)
