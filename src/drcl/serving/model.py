@@ -172,7 +172,7 @@ class DrclModel(mlflow.pyfunc.PythonModel):
 
     def _embed(self, queries: list[Query], names: list[str]) -> list[torch.Tensor]:
         """Each query's unit embedding, computed a modality (and a kind of input) at a time."""
-        groups: dict[tuple[str, bool], list[int]] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
         for i, (q, name) in enumerate(zip(queries, names, strict=True)):
             if q.modality not in self.members:
                 raise DrclError(f"query {name}: no encoder for modality {q.modality!r} (this "
