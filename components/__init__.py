@@ -5,7 +5,8 @@ the library function that the matching `drcl` command and DVC stage call; the na
 dvc.yaml's stages. `resolve` and `probe` plan the run, `summary` and `finish` account for it.
 The functions are plain Python here and become components in `build`, so the one image setting
 (params.yaml `kubeflow.image`) reaches them all. Platform settings (GPU, node selector,
-tolerations, secrets) are applied in pipelines/.
+tolerations, secrets) are applied in pipelines/. `tune` and `tune_result` make the tuning
+pipeline (pipelines/tune_pipeline.py) with the first four.
 """
 
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from drcl.components.promote import promote
 from drcl.components.resolve import resolve
 from drcl.components.summary import summary
 from drcl.components.train import train
+from drcl.components.tune import tune
+from drcl.components.tune_result import tune_result
 from kfp import dsl
 from kfp.dsl.python_component import PythonComponent
 
@@ -38,6 +41,8 @@ class Steps:
     promote: PythonComponent
     summary: PythonComponent
     finish: PythonComponent
+    tune: PythonComponent
+    tune_result: PythonComponent
 
 
 def build(image: str) -> Steps:
@@ -50,4 +55,5 @@ def build(image: str) -> Steps:
                  extract=component(extract), prepare=component(prepare),
                  prior=component(prior), train=component(train), evaluate=component(evaluate),
                  promote=component(promote), summary=component(summary),
-                 finish=component(finish))
+                 finish=component(finish), tune=component(tune),
+                 tune_result=component(tune_result))

@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 
 def probe(views: dict) -> NamedTuple("Resolved", [("extract", dict), ("prior", dict),
-                                                  ("train", dict)]):
+                                                  ("train", dict), ("tune", dict)]):
     """Runs where the training tasks run (their node selector and GPU) and replaces each
     `precision` in their views by the arithmetic this node uses (bf16, tf32 or fp32)."""
     from collections import namedtuple
@@ -13,5 +13,5 @@ def probe(views: dict) -> NamedTuple("Resolved", [("extract", dict), ("prior", d
 
     resolved = resolve_here(views)
     print("drcl: precision on the GPU nodes: " + resolved["prior"]["params"].get("precision", ""))
-    out = namedtuple("Resolved", ["extract", "prior", "train"])
-    return out(resolved["extract"], resolved["prior"], resolved["train"])
+    out = namedtuple("Resolved", ["extract", "prior", "train", "tune"])
+    return out(resolved["extract"], resolved["prior"], resolved["train"], resolved["tune"])

@@ -1,11 +1,12 @@
 """The run's first task: pin the data reference and plan each task."""
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 
 def resolve(seed: int, device: str, precision: str, data: dict, model: dict, prior: dict,
             train: dict, evaluate: dict, extract: dict, tracking: dict, registry: dict,
-            promotion: dict
+            promotion: dict,
+            tune: Optional[dict] = None  # noqa: UP045 (kfp reads Optional only)
             ) -> NamedTuple("Plan", [("data", dict), ("source", dict), ("prepare", dict),
                                      ("evaluate", dict), ("promote", dict), ("gpu", dict)]):
     """Check every param, pin a DVC revision to its commit, and give each task its view of the
@@ -20,7 +21,8 @@ def resolve(seed: int, device: str, precision: str, data: dict, model: dict, pri
     params = parse_params({"seed": seed, "device": device, "precision": precision, "data": data,
                            "model": model, "prior": prior, "train": train,
                            "evaluate": evaluate, "extract": extract, "tracking": tracking,
-                           "registry": registry, "promotion": promotion},
+                           "registry": registry, "promotion": promotion,
+                           **({"tune": tune} if tune else {})},
                           source="pipeline arguments")
     pinned, source = pin_data(params)
     print(f"drcl: data {source or pinned['source']}")

@@ -368,6 +368,9 @@ class TuneParams(_Strict):
     storage: str | None = None
     """An Optuna storage URL (the cluster's PostgreSQL); null: sqlite tune/study.db."""
     study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "drcl"
+    workers: Annotated[int, Field(ge=1, le=64)] = 4
+    """Parallel trial workers of the Kubeflow tuning pipeline (`drcl pipeline run --tune`),
+    each on a GPU node, all on the one study in `storage`."""
 
     @field_validator("space")
     @classmethod

@@ -121,5 +121,9 @@ STEPS: tuple[Step, ...] = (
     Step("add-modality", "drcl.promotion", "add_modality",
          ("seed", "device", "precision", "data.modalities", "model", "train", "evaluate",
           "tracking", "registry", "promotion"), per_modality=True),
+    # no stage either: a validation search that leaves a params profile (tune/best.yaml)
+    Step("tune", "drcl.tune", "tune",
+         ("seed", "device", "precision", "data.modalities", "model", "train", "evaluate.k",
+          "evaluate.query_chunk", "tune")),
 )
 BY_NAME = {step.name: step for step in STEPS}

@@ -70,6 +70,21 @@ class TuneResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     best_file: Path = Path("tune/best.yaml")
 
+    def summary(self) -> dict[str, Any]:
+        """The figures and the overrides as JSON values (a Kubeflow task's output): no NaN."""
+        def figure(value: float) -> float | None:
+            return None if value != value else float(value)
+        return {"baseline_map": figure(self.baseline_map), "best_map": figure(self.best_map),
+                "overrides": self.overrides}
+
+    @classmethod
+    def from_summary(cls, found: Mapping[str, Any], trials: list[dict[str, Any]]
+                     ) -> TuneResult:
+        def figure(value: float | None) -> float:
+            return float("nan") if value is None else float(value)
+        return cls(figure(found["baseline_map"]), figure(found["best_map"]),
+                   dict(found["overrides"]), trials)
+
 
 class _Search:
     """What every trial needs, loaded once: the data, the prior, the inputs' standardisation."""
@@ -377,8 +392,13 @@ def _quiet_optuna() -> Iterator[None]:
 
 
 def tune(params: Params, layout: Layout, *, trials: int | None = None,
-         echo: Callable[[str], None] = print) -> TuneResult:
-    """Run (or resume) the search; write tune/best.yaml and tune/trials.csv."""
+         echo: Callable[[str], None] = print, write: bool = True) -> TuneResult:
+    """Run (or resume) the search; write tune/best.yaml and tune/trials.csv.
+
+    Trials run until the study's budget is spent, by this process and any other on the same
+    storage, and every one of them returns the same result. A worker of the Kubeflow tuning
+    pipeline passes `write=False` (it leaves only the study, its trials' MLflow child runs
+    and its embedding cache), and one task then calls `conclude` for them all."""
     if trials is not None:
         params = parse_params(deep_merge(params.model_dump(mode="json"),
                                          {"tune": {"trials": trials}}))
@@ -398,9 +418,17 @@ def tune(params: Params, layout: Layout, *, trials: int | None = None,
     except KeyboardInterrupt:
         tracker.interrupted()
         raise
-    files = _write(result, params, layout.root)
-    tracker.finish(result, files)
+    if write:
+        conclude(params, layout.root, result)
     return result
+
+
+def conclude(params: Params, root: Path, result: TuneResult) -> list[Path]:
+    """Write `root`/tune/best.yaml and trials.csv, and close the study's MLflow run with the
+    best values as tags and both files as artifacts."""
+    files = _write(result, params, root)
+    _Tracker(params, root, params.tune.study).finish(result, files)
+    return files
 
 
 def _timeout(deadline: float | None) -> float | None:
@@ -475,7 +503,7 @@ def _coordinate(search: _Search, params: Params, storage: str, fingerprint: str,
              f"{len(study.get_trials(deepcopy=False, states=_DONE))} trials")
     overrides = {m: v for m, v in current.items() if v}
     return TuneResult(baseline, search.score(embeddings), overrides,
-                      _rows(storage, params, search.modalities))
+                      trial_rows(storage, params, search.modalities))
 
 
 def _best_value(study: optuna.Study) -> float:
@@ -519,10 +547,10 @@ def _joint(search: _Search, params: Params, storage: str, fingerprint: str,
                  if (v := deep_merge(base[m], nested(chosen.params)))}
     echo(f"joint: validation MAP@all {chosen.value:.4f} after {len(done)} completed trials")
     return TuneResult(baseline, chosen.value, overrides,
-                      _rows(storage, params, search.modalities))
+                      trial_rows(storage, params, search.modalities))
 
 
-def _rows(storage: str, params: Params, modalities: list[str]) -> list[dict[str, Any]]:
+def trial_rows(storage: str, params: Params, modalities: list[str]) -> list[dict[str, Any]]:
     """Every trial of the search's studies, for tune/trials.csv."""
     names = [f"{params.tune.study}.{m}" for m in modalities] \
         if params.tune.strategy == "coordinate" else [f"{params.tune.study}.joint"]

@@ -26,21 +26,30 @@ HostOption = Annotated[
 ]
 SchedulesOption = Annotated[
     Path, typer.Option("--schedules", help="Folder of schedule files.", file_okay=False)]
+TuneOption = Annotated[bool, typer.Option(
+    "--tune", help="The tuning pipeline (tune.workers parallel workers of `drcl tune` on one "
+                   "study) instead of the training pipeline.")]
 
 
 @pipeline_app.command("compile")
 def compile_(
     params: ParamsOption = Path("params.yaml"),
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the YAML.",
-                                         dir_okay=False)] = Path("build/drcl-pipeline.yaml"),
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the YAML [default: build/drcl-pipeline.yaml, "
+                               "with --tune build/drcl-tune-pipeline.yaml].",
+        dir_okay=False)] = None,
+    tune: TuneOption = False,
 ) -> None:
     """Write the pipeline YAML, its defaults taken from params.yaml."""
     from drcl.config import load_params
     from drcl.kfp.project import compile_pipeline
 
+    where = output or Path("build/drcl-tune-pipeline.yaml" if tune else
+                           "build/drcl-pipeline.yaml")
+
     def step() -> None:
-        seconds = compile_pipeline(load_params(params), output)
-        typer.echo(f"{output}: {output.stat().st_size} bytes, compiled in {seconds:.2f} s")
+        seconds = compile_pipeline(load_params(params), where, tuning=tune)
+        typer.echo(f"{where}: {where.stat().st_size} bytes, compiled in {seconds:.2f} s")
 
     _run(step)
 
@@ -53,18 +62,20 @@ def run(
     pipeline_root: Annotated[Path, typer.Option(
         "--pipeline-root", help="Where local runs keep their artifacts.", file_okay=False,
     )] = Path("build/kfp-local"),
+    tune: TuneOption = False,
 ) -> None:
     """Run the whole pipeline here; `drcl pipeline submit` sends a run to a cluster."""
 
     from drcl.config import load_params
     from drcl.errors import DrclError
-    from drcl.kfp.local import run_local
+    from drcl.kfp.local import run_local, run_local_tuning
 
     def step() -> None:
         if not local:
             raise DrclError("--local: `drcl pipeline run` only runs on this machine; pass "
                             "--local, or use `drcl pipeline submit` for a cluster")
-        done = run_local(load_params(params), pipeline_root=pipeline_root)
+        run = run_local_tuning if tune else run_local
+        done = run(load_params(params), pipeline_root=pipeline_root)
         typer.echo("\n".join(done.lines()))
 
     _run(step)
@@ -76,6 +87,7 @@ def submit(
     host: HostOption = None,
     run_name: Annotated[str | None, typer.Option("--run-name", help="Default: drcl-<UTC time>.")]
     = None,
+    tune: TuneOption = False,
 ) -> None:
     """Upload the pipeline (a new version when it changed) and start one run."""
     from drcl.config import load_params
@@ -83,8 +95,8 @@ def submit(
 
     def step() -> None:
         p = load_params(params)
-        name = run_name or f"{p.kubeflow.pipeline}-{_utc_stamp()}"
-        run_id = submit(connect(p, host), p, run_name=name)
+        name = run_name or f"{p.kubeflow.pipeline}{'-tune' if tune else ''}-{_utc_stamp()}"
+        run_id = submit(connect(p, host, tuning=tune), p, run_name=name, tuning=tune)
         typer.echo(f"run {name!r} created: {run_id}")
 
     _run(step)

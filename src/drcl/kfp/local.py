@@ -79,9 +79,64 @@ def _figure_name(name: str) -> str:
             .replace("reranked.", "re-ranked "))
 
 
+@dataclass(frozen=True)
+class LocalTuneRun:
+    """Where a local tuning run left best.yaml and trials.csv, and what it found."""
+
+    folder: Path
+    result: dict
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "outputs" / "tune" / "best.yaml"
+
+    def lines(self) -> list[str]:
+        before, after = self.result["baseline_map"], self.result["best_map"]
+        return [f"validation MAP@all {after:.4f} (before: "
+                + ("n/a" if before is None else f"{before:.4f}") + ")",
+                f"trials: {self.result['trials']}, by {self.result['workers']} worker(s); "
+                f"every trial in {self.best.with_name('trials.csv')}",
+                f"apply with `drcl profile apply {self.best}`, then `dvc repro`"]
+
+
 def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = ".") -> LocalRun:
     """Run the pipeline with ``params``' values in a folder of its own under ``pipeline_root``,
     whose store and kfp cache every local run shares."""
+    folder = _run(params, pipeline_root=pipeline_root, root=root, tuning=False)
+    found = sorted(folder.glob("kfp/*/summary/report/summary.json"))
+    if not found:
+        raise DrclError(f"local pipeline run {folder.name} left no summary (log: "
+                        f"{folder / LOG})")
+    summary = json.loads(found[-1].read_text())
+    materialize(Store(folder.parent / "store"), summary, folder / "outputs")
+    return LocalRun(folder, summary)
+
+
+def run_local_tuning(params: Params, *, pipeline_root: str | Path, root: str | Path = "."
+                     ) -> LocalTuneRun:
+    """Run the tuning pipeline here, its workers one after another on one study: with
+    `tune.storage` null, sqlite beside the runs (`tune-study.db`), which later local tuning
+    runs resume. best.yaml and trials.csv land in the run's outputs/tune/."""
+    base = Path(pipeline_root).resolve()
+    if params.tune.storage is None:
+        base.mkdir(parents=True, exist_ok=True)
+        params = params.model_copy(update={"tune": params.tune.model_copy(
+            update={"storage": f"sqlite:///{base / 'tune-study.db'}"})})
+    folder = _run(params, pipeline_root=base, root=root, tuning=True)
+    made = folder / "outputs" / "tune"
+    made.mkdir(parents=True)
+    for name, file in (("best", "best.yaml"), ("trials", "trials.csv")):
+        found = sorted(folder.glob(f"kfp/*/tune-result/{name}"))
+        if not found:
+            raise DrclError(f"local tuning run {folder.name} left no {file} (log: "
+                            f"{folder / LOG})")
+        shutil.copyfile(found[-1], made / file)
+    result = json.loads(sorted(folder.glob("kfp/*/tune-result/metrics"))[-1].read_text())
+    return LocalTuneRun(folder, result | {"workers": params.tune.workers})
+
+
+def _run(params: Params, *, pipeline_root: str | Path, root: str | Path, tuning: bool) -> Path:
+    """One local run of a pipeline in a new folder under ``pipeline_root``; that folder."""
     from kfp import local
 
     base = Path(pipeline_root).resolve()
@@ -89,7 +144,8 @@ def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = "
     run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     folder = base / run_id
     folder.mkdir()
-    pipeline = build_pipeline(local_params(params, root=Path(root), store=base / "store"))
+    pipeline = build_pipeline(local_params(params, root=Path(root), store=base / "store"),
+                              tuning=tuning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(folder / "kfp"),
                raise_on_error=True, enable_caching=True, cache_root=str(base / "kfp-cache"))
     logging.captureWarnings(True)
@@ -99,16 +155,11 @@ def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = "
     log = folder / LOG
     try:
         with _environment(RUN_ENV, run_id), _output_to(log):
-            pipeline(**pipeline_arguments(params))
+            pipeline(**pipeline_arguments(params, tuning=tuning))
     except Exception as exc:  # noqa: BLE001 - kfp's runner raises many kinds for a failed run
         reason = _task_error(log) or _ANSI.sub("", (str(exc).splitlines() or [repr(exc)])[0])
         raise DrclError(f"local pipeline run {run_id} failed: {reason} (log: {log})") from None
-    found = sorted(folder.glob("kfp/*/summary/report/summary.json"))
-    if not found:
-        raise DrclError(f"local pipeline run {run_id} left no summary (log: {log})")
-    summary = json.loads(found[-1].read_text())
-    materialize(Store(base / "store"), summary, folder / "outputs")
-    return LocalRun(folder, summary)
+    return folder
 
 
 def materialize(store: Store, summary: dict, dest: Path) -> None:

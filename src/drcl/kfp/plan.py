@@ -20,7 +20,7 @@ from drcl.config import Params, parse_params
 from drcl.steps import BY_NAME
 
 CPU_STEPS = ("prepare", "evaluate", "promote")
-GPU_STEPS = ("extract", "prior", "train")
+GPU_STEPS = ("extract", "prior", "train", "tune")
 
 
 def view(params: Params, step: str, *, precision: str | None = None,
@@ -46,7 +46,8 @@ def gpu_views(params: Params) -> dict[str, Any]:
     """The views of the tasks on GPU nodes, `precision` as given (the probe resolves it)."""
     modalities = params.data.modalities or []
     return {"extract": view(params, "extract"), "prior": view(params, "prior"),
-            "train": {m: view(params, "train", modality=m) for m in modalities}}
+            "train": {m: view(params, "train", modality=m) for m in modalities},
+            "tune": view(params, "tune")}
 
 
 def resolve_here(views: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,7 +62,8 @@ def resolve_here(views: Mapping[str, Any]) -> dict[str, Any]:
         return {**task, "params": p}
 
     return {"extract": one(views["extract"]), "prior": one(views["prior"]),
-            "train": {m: one(v) for m, v in views["train"].items()}}
+            "train": {m: one(v) for m, v in views["train"].items()},
+            "tune": one(views["tune"])}
 
 
 def params_of(task: Mapping[str, Any], **more: Any) -> Params:

@@ -19,14 +19,15 @@ STAGE_GROUPS = ("seed", "device", "precision", "data", "model", "prior", "train"
 """The params.yaml groups the stages read; each is one pipeline parameter."""
 
 
-def pipeline_arguments(params: Params) -> dict[str, Any]:
-    """The run arguments (and the compiled pipeline's defaults), one per params.yaml group.
+def pipeline_arguments(params: Params, *, tuning: bool = False) -> dict[str, Any]:
+    """The run arguments (and the compiled pipeline's defaults), one per params.yaml group;
+    the tuning pipeline takes the `tune` group too.
 
     Keys set to null are left out: kfp cannot carry a null inside a struct, and every optional
     key's default is null.
     """
     dumped = params.model_dump(mode="json", exclude_none=True)
-    return {group: dumped[group] for group in STAGE_GROUPS}
+    return {group: dumped[group] for group in STAGE_GROUPS + (("tune",) if tuning else ())}
 
 
 def store_uri(cluster: KubeflowParams) -> str:
@@ -39,14 +40,30 @@ def store_uri(cluster: KubeflowParams) -> str:
                     "s3://drcl-artifacts/drcl-store); set it, or kubeflow.pipeline_root")
 
 
-def build_pipeline(params: Params) -> GraphComponent:
-    """The DRCL pipeline (pipelines/drcl_pipeline.py) with ``params`` as its defaults."""
-    from drcl.pipelines.drcl_pipeline import build_pipeline as build
-
+def build_pipeline(params: Params, *, tuning: bool = False) -> GraphComponent:
+    """The DRCL pipeline (pipelines/drcl_pipeline.py), or with `tuning` the tuning pipeline
+    (pipelines/tune_pipeline.py), with ``params`` as its defaults."""
     if not params.data.modalities:
         raise DrclError("data.modalities: the pipeline trains one task per entry of this list; "
                         "name the modalities to train")
+    if tuning:
+        from drcl.pipelines.tune_pipeline import build_tune_pipeline
+
+        return build_tune_pipeline(params)
+    from drcl.pipelines.drcl_pipeline import build_pipeline as build
+
     return build(params)
+
+
+def check_cluster_study(params: Params) -> None:
+    """The tuning pipeline's workers run in separate pods: they share a study only through a
+    database they all reach."""
+    storage = params.tune.storage
+    if storage is None or storage.startswith("sqlite"):
+        raise DrclError(f"tune.storage: {storage or 'null (sqlite in tune/)'} is a file one "
+                        "pod sees; the tuning pipeline's workers share one study through a "
+                        "database they all reach, e.g. postgresql://drcl@db.example/optuna "
+                        "(README, \"Tuning on validation\")")
 
 
 def check_cluster_data(params: Params) -> None:
@@ -79,13 +96,16 @@ def _on_this_machine(repo: str) -> bool:
     return not re.match(r"^[^/:\s]+:[^/]", repo) or Path(repo).exists()
 
 
-def compile_pipeline(params: Params, output: str | Path) -> float:
-    """Write the pipeline YAML for a cluster atomically; return the seconds compiling took."""
+def compile_pipeline(params: Params, output: str | Path, *, tuning: bool = False) -> float:
+    """Write the pipeline YAML (with `tuning`, the tuning pipeline's) for a cluster atomically;
+    return the seconds compiling took."""
     from kfp import compiler
 
     check_cluster_data(params)
+    if tuning:
+        check_cluster_study(params)
     start = time.perf_counter()
-    pipeline = build_pipeline(params)
+    pipeline = build_pipeline(params, tuning=tuning)
     with atomic_path(output) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))
     return time.perf_counter() - start

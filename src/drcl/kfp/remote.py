@@ -66,8 +66,9 @@ def make_client(host: str, namespace: str | None) -> Any:
         return kfp.Client(host=host, namespace=namespace or "kubeflow")
 
 
-def connect(params: Params, host: str | None = None) -> Endpoint:
-    """The endpoint from ``--host`` or params.yaml's kubeflow.host."""
+def connect(params: Params, host: str | None = None, *, tuning: bool = False) -> Endpoint:
+    """The endpoint from ``--host`` or params.yaml's kubeflow.host (with `tuning`, for the
+    tuning pipeline, uploaded as `<kubeflow.pipeline>-tune`)."""
     cluster = params.kubeflow
     host = host or cluster.host
     if not host:
@@ -77,7 +78,7 @@ def connect(params: Params, host: str | None = None) -> Endpoint:
         raise DrclError(f"--host: {host!r} is not an http(s) URL")
     return Endpoint(client=make_client(host, cluster.namespace), host=host,
                     namespace=cluster.namespace, experiment=cluster.experiment,
-                    pipeline=cluster.pipeline)
+                    pipeline=f"{cluster.pipeline}-tune" if tuning else cluster.pipeline)
 
 
 @contextmanager
@@ -106,7 +107,8 @@ def _detail(body: object) -> str:
     return f" ({str(message).splitlines()[0]})" if message else ""
 
 
-def upload_version(endpoint: Endpoint, params: Params, *, upload: bool = True) -> PipelineVersion:
+def upload_version(endpoint: Endpoint, params: Params, *, upload: bool = True,
+                   tuning: bool = False) -> PipelineVersion:
     """Compile the pipeline and upload it as a version named by its content hash.
 
     An unchanged pipeline maps to the version already there, so repeated submits and
@@ -116,7 +118,7 @@ def upload_version(endpoint: Endpoint, params: Params, *, upload: bool = True) -
     client = endpoint.client
     with tempfile.TemporaryDirectory(prefix="drcl-pipeline-") as tmp:
         package = Path(tmp) / f"{endpoint.pipeline}.yaml"
-        compile_pipeline(params, package)
+        compile_pipeline(params, package, tuning=tuning)
         name = f"{endpoint.pipeline}-{hashlib.sha256(package.read_bytes()).hexdigest()[:12]}"
         with endpoint_errors(endpoint, f"looking up pipeline {endpoint.pipeline!r}"):
             pipeline_id = client.get_pipeline_id(endpoint.pipeline)
@@ -166,14 +168,15 @@ def _existing_experiment_id(endpoint: Endpoint) -> str | None:
     return found.experiment_id
 
 
-def submit(endpoint: Endpoint, params: Params, *, run_name: str) -> str:
-    """Upload the pipeline (if new) and start one run with params.yaml's values; its run id."""
-    version = upload_version(endpoint, params)
+def submit(endpoint: Endpoint, params: Params, *, run_name: str, tuning: bool = False) -> str:
+    """Upload the pipeline (if new) and start one run with params.yaml's values; its run id.
+    With `tuning`, the tuning pipeline (to an endpoint `connect` made for it)."""
+    version = upload_version(endpoint, params, tuning=tuning)
     experiment_id = _experiment_id(endpoint)
     with endpoint_errors(endpoint, f"creating run {run_name!r}"):
         run = endpoint.client.run_pipeline(
             experiment_id=experiment_id, job_name=run_name, pipeline_id=version.pipeline_id,
-            version_id=version.version_id, params=pipeline_arguments(params))
+            version_id=version.version_id, params=pipeline_arguments(params, tuning=tuning))
     return run.run_id
 
 

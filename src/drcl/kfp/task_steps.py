@@ -254,6 +254,49 @@ def promote(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any]
                        lineage=_lineage(encoders))
 
 
+def tune(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
+         class_prior: Mapping[str, str], tracking: Mapping[str, Any], worker: int
+         ) -> dict[str, Any]:
+    """One worker of the tuning pipeline: trials of the study in `tune.storage` against the
+    prior, on the training and validation splits, until all workers together have spent its
+    budget; never keyed (the study is the state). Returns the result all workers agree on."""
+    import tempfile
+
+    from drcl.tune import tune
+
+    params = params_of(task, tracking=dict(tracking))
+    with tempfile.TemporaryDirectory(prefix="drcl-tune-") as scratch:
+        given = Path(scratch)
+        prior_file = store.get(class_prior["prior"], given / "models" / "prior.safetensors")
+        layout = task_layout(given, given / "out", prior=prior_file)
+        fetch_dataset(store, dataset, TRAINING_SPLITS, layout)
+        result = tune(params, layout, write=False,
+                      echo=lambda line: print(f"drcl: tune worker {int(worker)}: {line}"))
+    return {**result.summary(), "worker": int(worker), "modalities": list(dataset["modalities"])}
+
+
+def tune_result(task: Mapping[str, Any], *, results: Sequence[Mapping[str, Any]],
+                tracking: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """The search's outcome from its workers' (which must agree): `folder`/tune/best.yaml,
+    the params profile `drcl profile apply` takes, and trials.csv with every worker's trials;
+    the study's MLflow run closed with both. Returns the figures and the overrides."""
+    from drcl.errors import DrclError
+    from drcl.tune import TuneResult, conclude, storage_url, trial_rows
+
+    params = params_of(task, tracking=dict(tracking))
+    if not results:
+        raise DrclError("tune.workers: no worker returned a result")
+    first = results[0]
+    for other in results[1:]:
+        if other["overrides"] != first["overrides"]:
+            raise DrclError(f"tune: workers {first['worker']} and {other['worker']} ended "
+                            f"with different settings for study {params.tune.study!r}")
+    rows = trial_rows(storage_url(params, folder), params, list(first["modalities"]))
+    result = TuneResult.from_summary(first, rows)
+    conclude(params, folder, result)
+    return result.summary() | {"trials": len(rows)}
+
+
 def fetch_text(store: Store, sha: str) -> str:
     import tempfile
 
