@@ -405,12 +405,14 @@ def scenario_kubeflow(project, s3_server, tmp_path):
     """The pipeline reads a data set by DVC reference (a git origin, its DVC remote on the S3
     server): a first run, a new revision pushed to the branch and a run that trains on it, then
     a run with nothing changed that trains nothing. The data set holds two classes out and the
-    prior is the semantic one, so zero-shot retrieval runs on the cluster's path too."""
+    prior is the semantic one, so zero-shot retrieval runs on the cluster's path too. Then the
+    tuning pipeline on the same data (reusing its prior), its result applied and trained."""
     from mlflow import MlflowClient
 
     from tests.integration.data_repo import GIT, data_repository, git_server
 
-    p = project(train={"epochs": 3}, prior={"method": "semantic"})
+    p = project(train={"epochs": 3}, prior={"method": "semantic"},
+                tune={"trials": 2, "workers": 2})
     env = s3_server.env()
     p.env.update(env)
     (tmp_path / "scenes").mkdir()
@@ -434,6 +436,16 @@ def scenario_kubeflow(project, s3_server, tmp_path):
             "dvc": {"repo": f"{server}/{origin.name}", "rev": "main"},
             "modalities": ["view0", "view1"], "unseen_classes": ["city", "snow"]}}))
         out = p.run_blocks("kubeflow", between=lambda _: publish(1))
+        # the tuning pipeline on the same data: its first tasks are the training pipeline's
+        tuned = p.run_blocks("tune-kubeflow")
+    search, retrained = tuned[0].splitlines(), tuned[2].splitlines()
+    assert search[0].startswith("validation MAP@all ") and search[1].startswith("trials: 4, by 2")
+    best = yaml.safe_load((p.root / "tune" / "best.yaml").read_text())["train"]["per_modality"]
+    assert yaml.safe_load((p.root / "params.yaml").read_text())["train"]["per_modality"] == best
+    log = Path(search[-1].removeprefix("outputs in ")).parent / "kfp.log"
+    assert "drcl: prior: reused from run" in log.read_text()
+    assert {line.split()[0] for line in retrained if line.endswith("  ran")} <= {
+        "train@view0", "train@view1", "evaluate"}
     first = out[0].splitlines()
     assert any(line.startswith("test MAP@all ") and "unseen.MAP@all " in line for line in first)
     assert f"at {commits[0][:12]}" in next(line for line in first if line.startswith("data: "))
@@ -459,7 +471,7 @@ def scenario_kubeflow(project, s3_server, tmp_path):
 PARTS = {"serve": "raw", "serve-server": "raw", "registry": "raw", "index": "raw",
          "noise": "own-npz",
          "zero-shot": "dvc", "tune": "dvc", "rerank": "dvc",
-         "ensemble": "dvc"}
+         "ensemble": "dvc", "tune-kubeflow": "kubeflow"}
 SCENARIOS = {"dvc": scenario_dvc, "own-npz": scenario_own_npz, "raw": scenario_raw,
              "profiles": scenario_profiles, "s3": scenario_s3,
              "kubeflow": scenario_kubeflow}

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from drcl.atomic import write_text
 from drcl.config import Params
 from drcl.errors import DrclError
 from drcl.kfp.project import build_pipeline, pipeline_arguments
@@ -85,18 +86,17 @@ class LocalTuneRun:
 
     folder: Path
     result: dict
-
-    @property
-    def best(self) -> Path:
-        return self.folder / "outputs" / "tune" / "best.yaml"
+    best: Path
 
     def lines(self) -> list[str]:
         before, after = self.result["baseline_map"], self.result["best_map"]
         return [f"validation MAP@all {after:.4f} (before: "
                 + ("n/a" if before is None else f"{before:.4f}") + ")",
-                f"trials: {self.result['trials']}, by {self.result['workers']} worker(s); "
-                f"every trial in {self.best.with_name('trials.csv')}",
-                f"apply with `drcl profile apply {self.best}`, then `dvc repro`"]
+                f"trials: {self.result['trials']}, by {self.result['workers']} worker(s), "
+                f"each in {self.best.with_name('trials.csv')}",
+                f"apply with `drcl profile apply {self.best}`, then `drcl pipeline run "
+                "--local` or `dvc repro`",
+                f"outputs in {self.folder / 'outputs'}"]
 
 
 def run_local(params: Params, *, pipeline_root: str | Path, root: str | Path = ".") -> LocalRun:
@@ -116,7 +116,8 @@ def run_local_tuning(params: Params, *, pipeline_root: str | Path, root: str | P
                      ) -> LocalTuneRun:
     """Run the tuning pipeline here, its workers one after another on one study: with
     `tune.storage` null, sqlite beside the runs (`tune-study.db`), which later local tuning
-    runs resume. best.yaml and trials.csv land in the run's outputs/tune/."""
+    runs resume. best.yaml and trials.csv land in the run's outputs/tune/ and, as `drcl tune`
+    leaves them, in `root`/tune/."""
     base = Path(pipeline_root).resolve()
     if params.tune.storage is None:
         base.mkdir(parents=True, exist_ok=True)
@@ -131,8 +132,13 @@ def run_local_tuning(params: Params, *, pipeline_root: str | Path, root: str | P
             raise DrclError(f"local tuning run {folder.name} left no {file} (log: "
                             f"{folder / LOG})")
         shutil.copyfile(found[-1], made / file)
+    project = Path(root) / "tune"
+    project.mkdir(exist_ok=True)
+    for file in ("trials.csv", "best.yaml"):
+        write_text(project / file, (made / file).read_text())
     result = json.loads(sorted(folder.glob("kfp/*/tune-result/metrics"))[-1].read_text())
-    return LocalTuneRun(folder, result | {"workers": params.tune.workers})
+    return LocalTuneRun(folder, result | {"workers": params.tune.workers},
+                        project / "best.yaml")
 
 
 def _run(params: Params, *, pipeline_root: str | Path, root: str | Path, tuning: bool) -> Path:

@@ -262,6 +262,7 @@ def tune(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
     budget; never keyed (the study is the state). Returns the result all workers agree on."""
     import tempfile
 
+    from drcl.data.dataset import load_manifest
     from drcl.tune import tune
 
     params = params_of(task, tracking=dict(tracking))
@@ -272,7 +273,9 @@ def tune(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
         fetch_dataset(store, dataset, TRAINING_SPLITS, layout)
         result = tune(params, layout, write=False,
                       echo=lambda line: print(f"drcl: tune worker {int(worker)}: {line}"))
-    return {**result.summary(), "worker": int(worker), "modalities": list(dataset["modalities"])}
+        # the manifest's order: a dict output of kfp's cache may come back in another
+        modalities = list(load_manifest(layout.data).modalities)
+    return {**result.summary(), "worker": int(worker), "modalities": modalities}
 
 
 def tune_result(task: Mapping[str, Any], *, results: Sequence[Mapping[str, Any]],
@@ -291,8 +294,11 @@ def tune_result(task: Mapping[str, Any], *, results: Sequence[Mapping[str, Any]]
         if other["overrides"] != first["overrides"]:
             raise DrclError(f"tune: workers {first['worker']} and {other['worker']} ended "
                             f"with different settings for study {params.tune.study!r}")
-    rows = trial_rows(storage_url(params, folder), params, list(first["modalities"]))
-    result = TuneResult.from_summary(first, rows)
+    modalities = list(first["modalities"])
+    rows = trial_rows(storage_url(params, folder), params, modalities)
+    # in the data set's order, as `drcl tune` writes them
+    overrides = {m: first["overrides"][m] for m in modalities if m in first["overrides"]}
+    result = TuneResult.from_summary(first | {"overrides": overrides}, rows)
     conclude(params, folder, result)
     return result.summary() | {"trials": len(rows)}
 
