@@ -262,6 +262,10 @@ class TrainParams(_Strict):
     ensemble: Annotated[int, Field(ge=1, le=32)] = 1
     """Encoders trained per modality from different seeds (drcl.ensemble); they embed as
     one, the normalised mean of their embeddings. 1: a single encoder, the method's."""
+    hidden_dim: Annotated[int, Field(ge=1)] | None = None
+    """The encoder's hidden width in RSC; null: model.hidden_dim. W's shape does not depend on
+    it, so one modality's (`per_modality`) or `drcl tune`'s width retrains against the same
+    prior; the encoder file records its width."""
     targets: Literal["auto", "recast", "class"] = "auto"
     """Where J_MSE and J_D pull an item: `recast` y W_pinv (MRR), `class` y W^T (its class's
     column itself; the same for an orthonormal W); `auto`: class under a semantic prior."""
@@ -314,7 +318,7 @@ TUNABLE: dict[str, type] = {
     "train.lr": float, "train.alpha": float, "train.beta": float, "train.mixup.g": float,
     "train.mixup.beta_a": float, "train.epochs": int, "train.batch_size": int,
     "train.mixup.kind": str, "train.use_fa": bool, "train.use_mrr": bool,
-    "train.label_loss": str, "train.selection": str,
+    "train.label_loss": str, "train.selection": str, "train.hidden_dim": int,
 }
 """Keys `tune.space` may search: the train stage's, settable per modality, so a tuned value
 retrains the encoders against the same prior."""

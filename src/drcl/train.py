@@ -116,7 +116,8 @@ def train_encoder(data: ModalityData, prior: torch.Tensor, *, params: Params,
     mix_rng = np.random.default_rng(seed)
     mean, std = input_statistics(data.train.features, standardize=choice.standardize)
     spec = EncoderSpec(modality=data.name, input_dim=data.dim,
-                       hidden_dim=params.model.hidden_dim, common_dim=prior.shape[0])
+                       hidden_dim=cfg.hidden_dim or params.model.hidden_dim,
+                       common_dim=prior.shape[0])
     encoder = Encoder(spec, mean=mean, std=std,
                       compute_dtype=compute_dtype(params.precision, device)).to(device)
     optimizer = adam(encoder.parameters(), lr=cfg.lr)

@@ -196,6 +196,8 @@ def current_values(params: Params, modality: str, space: Mapping[str, SearchRang
                    ) -> dict[str, Any]:
     """The values `modality` trains with now, for each key of the space (the first trial)."""
     cfg = params.train.for_modality(modality).model_dump(mode="json")
+    if cfg["hidden_dim"] is None:  # the width it trains with: the model's
+        cfg["hidden_dim"] = params.model.hidden_dim
     out = {}
     for key in space:
         node: Any = cfg
@@ -203,6 +205,15 @@ def current_values(params: Params, modality: str, space: Mapping[str, SearchRang
             node = node[part]
         out[key] = node
     return out
+
+
+def first_trial(params: Params, modality: str, space: Mapping[str, SearchRange]
+                ) -> dict[str, Any]:
+    """The values `modality` trains with now, as a search's first trial; a key whose value
+    is not among its `choices` (the model's width, say, outside the widths searched) is left
+    to the sampler, since a trial can only hold values of the space."""
+    return {k: v for k, v in current_values(params, modality, space).items()
+            if space[k].choices is None or v in space[k].choices}
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, SearchRange]) -> dict[str, Any]:
@@ -480,7 +491,7 @@ def _coordinate(search: _Search, params: Params, storage: str, fingerprint: str,
         study = _open_study(f"{params.tune.study}.{modality}", storage=storage,
                             fingerprint=fingerprint, params=params, seed=params.seed + index)
         if not study.trials:  # the first trial: the values it trains with now
-            study.enqueue_trial(current_values(params, modality, space), skip_if_exists=True)
+            study.enqueue_trial(first_trial(params, modality, space), skip_if_exists=True)
         others = dict(embeddings)
 
         def objective(trial: optuna.Trial, modality=modality, others=others) -> float:
@@ -526,7 +537,7 @@ def _joint(search: _Search, params: Params, storage: str, fingerprint: str,
                         fingerprint=fingerprint, params=params, seed=params.seed)
     first = search.modalities[0]
     if not study.trials:
-        study.enqueue_trial(current_values(params, first, space), skip_if_exists=True)
+        study.enqueue_trial(first_trial(params, first, space), skip_if_exists=True)
     base = {m: dict(params.train.per_modality.get(m, {})) for m in search.modalities}
 
     def objective(trial: optuna.Trial) -> float:
@@ -538,7 +549,9 @@ def _joint(search: _Search, params: Params, storage: str, fingerprint: str,
     _run(study, objective, params=params, deadline=deadline, tracker=tracker, modality=None)
     _settle(study)
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    baseline = done[0].value if done and done[0].number == 0 else float("nan")
+    # trial 0 is the settings before the search, unless a key of theirs lay outside the space
+    whole = first_trial(params, first, space) == current_values(params, first, space)
+    baseline = done[0].value if whole and done and done[0].number == 0 else float("nan")
     chosen = _best_trial(study)
     if chosen is None:
         raise DrclError(f"tune: no trial of study {study.study_name!r} completed; widen "

@@ -99,7 +99,10 @@ def prepared(project) -> Path:
 
 
 def test_tune_writes_a_profile_that_reproduces_its_figure(prepared, mlflow_store):
-    set_params(prepared, tracking={"enabled": True})
+    # a width among the searched keys: the encoders' own, the prior fixed
+    set_params(prepared, tracking={"enabled": True}, tune={"space": {
+        "train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+        "train.hidden_dim": {"choices": [16, 48]}}})
     out = ok(prepared, "tune")
     assert "validation MAP@all" in out and "drcl profile apply tune/best.yaml" in out
     reported = float(out.rsplit("validation MAP@all ", 1)[1].split()[0])
@@ -123,6 +126,14 @@ def test_tune_writes_a_profile_that_reproduces_its_figure(prepared, mlflow_store
             if r["study"] == "drcl.audio" and r["state"] == "COMPLETE"]
     assert validation_map(prepared) == pytest.approx(max(last), abs=1e-9)
     assert reported == pytest.approx(max(last), abs=5e-5)
+    from drcl.model import read_metadata
+
+    model_width = yaml.safe_load((prepared / "params.yaml").read_text())["model"]["hidden_dim"]
+    for m in MODALITIES:
+        width = best["train"]["per_modality"].get(m, {}).get("hidden_dim", model_width)
+        meta = read_metadata(prepared / "models" / "encoders" / f"{m}.safetensors")
+        assert int(meta["hidden_dim"]) == width
+    assert {r["train.hidden_dim"] for r in rows} <= {"16", "48", str(model_width)}
 
     # MLflow: the study's run, one child run per trial, the best values as tags
     from mlflow import MlflowClient
