@@ -133,6 +133,36 @@ def test_compile_tune_writes_its_own_file(tmp_path, monkeypatch):
     assert not (tmp_path / "build" / "drcl-pipeline.yaml").exists()
 
 
+def test_submit_tune_uploads_the_tuning_pipeline_under_its_own_name(tmp_path, monkeypatch,
+                                                                    fake_client,
+                                                                    project_params):
+    monkeypatch.chdir(ROOT)
+    raw = project_params.model_dump(mode="json", exclude_none=True)
+    raw["tune"] |= CLUSTER_STUDY
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["pipeline", "submit", "--tune", "-p", str(params),
+                                      "--host", "http://kfp.example.test"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"run 'drcl-tune-\d{8}-\d{6}' created: \S+", result.stdout.strip())
+    (upload,) = fake_client.calls("upload_pipeline")
+    assert upload["pipeline_name"] == "drcl-tune"
+    (version,) = fake_client.calls("upload_pipeline_version")
+    assert re.fullmatch(r"drcl-tune-[0-9a-f]{12}", version["name"])
+    (run,) = fake_client.calls("run_pipeline")
+    assert run["params"]["tune"]["storage"] == CLUSTER_STUDY["storage"]
+    assert "exec-tune" in fake_client.uploaded[-1]["deploymentSpec"]["executors"]
+
+    # without a study every worker reaches: one line, and nothing sent
+    raw["tune"].pop("storage")
+    params.write_text(yaml.safe_dump(raw))
+    requests = len(fake_client.requests)
+    result = CliRunner().invoke(app, ["pipeline", "submit", "--tune", "-p", str(params),
+                                      "--host", "http://kfp.example.test"])
+    assert result.exit_code == 1 and result.stderr.startswith("drcl: error: tune.storage: ")
+    assert len(fake_client.requests) == requests
+
+
 def test_workers_that_disagree_are_one_line(tmp_path):
     """Every worker settles on the study's best trials; two different answers mean the study
     was changed under them, and nothing is written."""
