@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
@@ -86,11 +86,24 @@ class TuneResult:
                    dict(found["overrides"]), trials)
 
 
+class SharedEmbeddings(Protocol):
+    """Where the workers of one search on separate machines leave the validation embeddings
+    they keep (the baseline's, each best so far), so that no other worker trains them again."""
+
+    def fetch(self, name: str, dest: Path) -> bool:
+        """Copy the embeddings kept as `name` to `dest`; False when none were kept."""
+
+    def keep(self, name: str, path: Path) -> None:
+        """Keep the embeddings in `path` as `name`."""
+
+
 class _Search:
     """What every trial needs, loaded once: the data, the prior, the inputs' standardisation."""
 
-    def __init__(self, params: Params, layout: Layout) -> None:
+    def __init__(self, params: Params, layout: Layout,
+                 shared: SharedEmbeddings | None = None) -> None:
         self.layout = layout
+        self.shared = shared
         self.manifest = load_manifest(layout.data)
         self.modalities = list(self.manifest.modalities)
         if len(self.modalities) < 2:
@@ -139,7 +152,8 @@ class _Search:
         """`modality`'s validation embeddings by the encoder `override` trains; read back
         from the cache when a run before kept them (`keep`: the baseline and each best)."""
         cached = self.cached(modality, override)
-        if cached.is_file():
+        if cached.is_file() or (self.shared is not None
+                                and self.shared.fetch(cached.name, cached)):
             return np.load(cached)
         params = with_override(self.params, modality, override)
         result = fit_encoder(params, self.layout, self.data[modality], self.prior,
@@ -161,6 +175,8 @@ class _Search:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, tmp.open("wb") as fh:
             np.save(fh, values)
+        if self.shared is not None:
+            self.shared.keep(path.name, path)
 
     def score(self, embeddings: Mapping[str, np.ndarray]) -> float:
         """Mean MAP@all over every ordered pair of modalities, on the validation split."""
@@ -403,17 +419,20 @@ def _quiet_optuna() -> Iterator[None]:
 
 
 def tune(params: Params, layout: Layout, *, trials: int | None = None,
-         echo: Callable[[str], None] = print, write: bool = True) -> TuneResult:
+         echo: Callable[[str], None] = print, write: bool = True,
+         shared: SharedEmbeddings | None = None) -> TuneResult:
     """Run (or resume) the search; write tune/best.yaml and tune/trials.csv.
 
     Trials run until the study's budget is spent, by this process and any other on the same
     storage, and every one of them returns the same result. A worker of the Kubeflow tuning
     pipeline passes `write=False` (it leaves only the study, its trials' MLflow child runs
-    and its embedding cache), and one task then calls `conclude` for them all."""
+    and its embedding cache), and one task then calls `conclude` for them all; its `shared`
+    embeddings let the workers of the coordinate search train the baseline and each chosen
+    encoder once between them, not once each."""
     if trials is not None:
         params = parse_params(deep_merge(params.model_dump(mode="json"),
                                          {"tune": {"trials": trials}}))
-    search = _Search(params, layout)
+    search = _Search(params, layout, shared)
     params = search.params
     storage = storage_url(params, layout.root)
     fingerprint = search.fingerprint()

@@ -163,6 +163,22 @@ def test_submit_tune_uploads_the_tuning_pipeline_under_its_own_name(tmp_path, mo
     assert len(fake_client.requests) == requests
 
 
+def test_kept_embeddings_reach_every_worker_through_the_store(tmp_path):
+    """What one worker keeps (the baseline's and each best encoder's validation embeddings),
+    another fetches instead of training it again."""
+    from drcl.kfp.store import Store
+
+    store = Store(tmp_path / "store")
+    kept = tmp_path / "one" / "fou-0123.npy"
+    kept.parent.mkdir()
+    kept.write_bytes(b"\x93NUMPY embeddings")
+    other = task_steps.StoredEmbeddings(store)
+    assert not other.fetch("fou-0123.npy", tmp_path / "two" / "fou-0123.npy")
+    task_steps.StoredEmbeddings(store).keep("fou-0123.npy", kept)
+    assert other.fetch("fou-0123.npy", tmp_path / "two" / "fou-0123.npy")
+    assert (tmp_path / "two" / "fou-0123.npy").read_bytes() == kept.read_bytes()
+
+
 def test_workers_that_disagree_are_one_line(tmp_path):
     """Every worker settles on the study's best trials; two different answers mean the study
     was changed under them, and nothing is written."""
@@ -210,6 +226,11 @@ def test_local_tuning_run_is_reproduced_by_the_training_pipeline(tmp_path, monke
     assert {r["study"] for r in rows} == {"drcl.fou", "drcl.kar"} and len(rows) == 6
     log = (Path(search[-1].removeprefix("outputs in ")).parent / "kfp.log").read_text()
     assert "tune worker 1: kar: validation MAP@all" in log  # the second worker: no trial left
+    # what the first worker kept, the second fetched: the baseline and each best, by name
+    kept = sorted(p.stem.split("-")[0] for p in
+                  (project / "build" / "kfp-local" / "store" / "tasks" / "tune-embeddings")
+                  .glob("*.json"))
+    assert set(kept) == {"fou", "kar"} and len(kept) >= 2
     best = (project / "tune" / "best.yaml").read_text()
     # run again, the study resumes: its budget is spent, no trial runs, the same result
     again = run("pipeline", "run", "--local", "--tune")

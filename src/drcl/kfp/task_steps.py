@@ -271,11 +271,31 @@ def tune(store: Store, task: Mapping[str, Any], *, dataset: Mapping[str, Any],
         prior_file = store.get(class_prior["prior"], given / "models" / "prior.safetensors")
         layout = task_layout(given, given / "out", prior=prior_file)
         fetch_dataset(store, dataset, TRAINING_SPLITS, layout)
-        result = tune(params, layout, write=False,
+        result = tune(params, layout, write=False, shared=StoredEmbeddings(store),
                       echo=lambda line: print(f"drcl: tune worker {int(worker)}: {line}"))
         # the manifest's order: a dict output of kfp's cache may come back in another
         modalities = list(load_manifest(layout.data).modalities)
     return {**result.summary(), "worker": int(worker), "modalities": modalities}
+
+
+class StoredEmbeddings:
+    """The tuning workers' kept validation embeddings, shared through the store: an object
+    by content and a record by name (the name holds the study's fingerprint)."""
+
+    STEP = "tune-embeddings"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def fetch(self, name: str, dest: Path) -> bool:
+        found = self.store.record(self.STEP, name)
+        if found is None:
+            return False
+        self.store.get(found["outputs"][name], dest)
+        return True
+
+    def keep(self, name: str, path: Path) -> None:
+        self.store.save_record(self.STEP, name, {"outputs": {name: self.store.put(path)}})
 
 
 def tune_result(task: Mapping[str, Any], *, results: Sequence[Mapping[str, Any]],
