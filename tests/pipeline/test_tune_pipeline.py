@@ -22,7 +22,7 @@ from drcl.errors import DrclError
 from drcl.kfp import task_steps
 from drcl.kfp.project import STAGE_GROUPS, compile_pipeline
 from tests.pipeline.conftest import ROOT
-from tests.pipeline.test_compile import all_tasks, dag, group
+from tests.pipeline.test_compile import all_tasks, group, handler
 from tests.pipeline.test_local_run import write_params
 
 CLUSTER_STUDY = {"storage": "postgresql://drcl@optuna-db.drcl.svc.cluster.local/optuna",
@@ -39,12 +39,6 @@ def tuning(tmp_path_factory, project_params) -> tuple[dict, dict]:
     compile_pipeline(params, out, tuning=True)
     spec, platform = yaml.safe_load_all(out.read_text())
     return spec, platform
-
-
-def handler(spec: dict) -> dict:
-    (found,) = (t for t in spec["root"]["dag"]["tasks"].values()
-                if t["componentRef"]["name"].startswith("comp-exit-handler"))
-    return dag(spec, found["componentRef"]["name"])
 
 
 def test_workers_fan_out_on_gpu_nodes_over_one_study(tuning, project_params):
