@@ -5,9 +5,10 @@
     python benchmarks/quality/tune.py --report     # the table of RESULTS.md
 
 For each (strategy, seed) a project is made in a temporary folder with params.yaml and the data
-set's profile (params/DATASET.yaml), and the commands a user types run in it: `drcl prepare`,
-`drcl prior`, `drcl train` per modality and `drcl evaluate` (the defaults), then `drcl tune`,
-`drcl profile apply tune/best.yaml`, `drcl train` per modality and `drcl evaluate` again.
+set's profile (params/DATASET.yaml), and the commands a user types run in it: `drcl extract`
+(for extracted features), `drcl prepare`, `drcl prior`, `drcl train` per modality and `drcl
+evaluate` (the defaults), then `drcl tune`, `drcl profile apply tune/best.yaml`, `drcl train`
+per modality and `drcl evaluate` again.
 Validation figures come from `drcl tune` (it chose on them); test figures from
 metrics/eval.json. Both strategies get the same number of trainings: `--trials` per modality
 (coordinate) or in all (joint, each trial training every modality). Results go to
@@ -63,6 +64,8 @@ def one_run(dataset: str, strategy: str, seed: int, trials: int) -> dict:
             (project / "data").mkdir()
             (project / "data" / "wikipedia").symlink_to((ROOT / "data" / "wikipedia").resolve())
         (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        if raw["data"]["source"] == "extracted":  # MiniLM text features, made as a user would
+            drcl("extract", cwd=project)
         drcl("prepare", cwd=project)
         start = time.perf_counter()
         drcl("prior", cwd=project)
