@@ -14,7 +14,8 @@ metrics/eval.json. Both strategies get the same number of trainings: `--trials` 
 (coordinate) or in all (joint, each trial training every modality). Results go to
 benchmarks/quality/results/tune-DATASET.json, one entry per (strategy, seed), written after
 each, so an interrupted benchmark resumes. Wikipedia needs the release linked at
-data/wikipedia (README, "Wikipedia").
+data/wikipedia (README, "Wikipedia"); OpenClipArt the manifest benchmarks/zeroshot/openclipart.py
+writes to data/openclipart.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def one_run(dataset: str, strategy: str, seed: int, trials: int) -> dict:
     raw["tune"]["trials"] = trials
     with tempfile.TemporaryDirectory(prefix="drcl-tune-") as tmp:
         project = Path(tmp)
-        if (ROOT / "data" / "wikipedia").exists():
-            (project / "data").mkdir()
-            (project / "data" / "wikipedia").symlink_to((ROOT / "data" / "wikipedia").resolve())
+        (project / "data").mkdir()
+        for name in ("wikipedia", "openclipart"):  # the raw data the profiles name
+            if (ROOT / "data" / name).exists():
+                (project / "data" / name).symlink_to((ROOT / "data" / name).resolve())
         (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         if raw["data"]["source"] == "extracted":  # MiniLM text features, made as a user would
             drcl("extract", cwd=project)
