@@ -104,7 +104,7 @@ def report() -> str:
              "-> tuned | test MAP@all defaults -> tuned | test gain | tuning time |",
              "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("tune-*.json")):
-        for r in json.loads(path.read_text()):
+        for r in sorted(json.loads(path.read_text()), key=lambda r: (r["strategy"], r["seed"])):
             lines.append(
                 f"| {NAMES.get(r['dataset'], r['dataset'])} | {r['strategy']} | {r['seed']} | "
                 f"{r['trials']} | {r['trainings']} ({r['pruned']}) | {r['val_defaults']:.4f} -> "
