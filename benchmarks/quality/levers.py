@@ -17,8 +17,8 @@ Every choice is made on validation; the test figures are only reported. Results 
 benchmarks/quality/results/levers-DATASET.json, one entry per seed, written after each. With
 `--tuned STRATEGY` the runs start from the per-modality settings `drcl tune` chose (seed 0's
 search of that strategy in results/tune-DATASET.json, made by benchmarks/quality/tune.py, on
-validation): all three levers together, in levers-DATASET-tuned.json; `defaults` is then the
-tuned run alone.
+validation): all three levers together, in levers-DATASET-tuned-STRATEGY.json; `defaults` is
+then the tuned run alone.
 The runs call the pipeline's library functions in memory, without tracking, in float32.
 """
 
@@ -117,7 +117,8 @@ def report() -> str:
             "| test gain | gain per seed |", "|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("levers-*.json")):
         runs = json.loads(path.read_text())
-        dataset = path.stem.removeprefix("levers-").replace("-tuned", " (tuned)")
+        name, _, strategy = path.stem.removeprefix("levers-").partition("-tuned-")
+        dataset = f"{name} (tuned, {strategy})" if strategy else name
         seeds = sorted(runs, key=int)
 
         def mean(get, runs=runs, seeds=seeds):
@@ -161,7 +162,7 @@ def main() -> None:
     import tempfile
 
     per_modality = tuned_settings(args.dataset, args.tuned) if args.tuned else None
-    out = RESULTS / f"levers-{args.dataset}{'-tuned' if args.tuned else ''}.json"
+    out = RESULTS / f"levers-{args.dataset}{f'-tuned-{args.tuned}' if args.tuned else ''}.json"
     done = json.loads(out.read_text()) if out.is_file() else {}
     for seed in args.seeds:
         if str(seed) in done:
