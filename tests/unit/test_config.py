@@ -130,6 +130,7 @@ def test_per_modality_settings_override_the_shared_ones_for_one_modality():
     ({"a": {"mixup": {"g": 2}}}, "train.per_modality: a.mixup.g: Input should be less than"),
     ({"a": {"per_modality": {}}}, "a.per_modality: not settable per modality"),
     ({"a": 3}, "train.per_modality.a: Input should be a valid dictionary"),
+    ({"a": {"hidden_dim": 0}}, "train.per_modality: a.hidden_dim: Input should be greater than"),
 ])
 def test_bad_per_modality_settings_name_the_key(per_modality, message):
     with pytest.raises(DrclError, match=re.escape(message)):
@@ -157,7 +158,15 @@ def test_per_modality_names_must_be_modalities():
     ({"space": {"train.lr": {"low": 1e-4, "high": 1e-2}}, "timeout_s": 0},
      "tune.timeout_s: Input should be greater than 0"),
     ({"study": "a b"}, "tune.study: String should match pattern"),
+    ({"space": {"train.hidden_dim": {"choices": [0, 16]}}},
+     "train.hidden_dim: 0 is not a value it takes"),
 ])
 def test_bad_search_settings_name_the_key(tune, message):
     with pytest.raises(DrclError, match=re.escape(message)):
         parse_params({"tune": tune})
+
+
+def test_a_width_below_one_names_its_key():
+    with pytest.raises(DrclError, match=re.escape(
+            "train.hidden_dim: Input should be greater than or equal to 1")):
+        parse_params({"train": {"hidden_dim": 0}})
