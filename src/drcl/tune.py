@@ -23,7 +23,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -439,12 +441,13 @@ def tune(params: Params, layout: Layout, *, trials: int | None = None,
     tracker = _Tracker(params, layout.root, params.tune.study)
     deadline = time.monotonic() + params.tune.timeout_s if params.tune.timeout_s else None
     try:
-        with _quiet_optuna():
+        with _quiet_optuna(), _INTERRUPT:
             if params.tune.strategy == "coordinate":
                 result = _coordinate(search, params, storage, fingerprint, tracker, deadline,
                                      echo)
             else:
                 result = _joint(search, params, storage, fingerprint, tracker, deadline, echo)
+            _INTERRUPT.check()  # asked to stop as the last trial ended: nothing is written
     except KeyboardInterrupt:
         tracker.interrupted()
         raise
@@ -461,6 +464,41 @@ def conclude(params: Params, root: Path, result: TuneResult) -> list[Path]:
     return files
 
 
+class _DeferredInterrupt:
+    """Ctrl-C during a search, taken at the next safe point (an epoch's end, a trial's end):
+    raised anywhere, it can land inside a write to the study's database, which then fails with
+    a database error instead of stopping. A second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _DeferredInterrupt:
+        self.pending = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+_INTERRUPT = _DeferredInterrupt()
+
+
 def _timeout(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
@@ -473,11 +511,13 @@ def _run(study: optuna.Study, objective, *, params: Params, deadline: float | No
     # other workers may share the study: stop when the budget is spent by all of them
     study.optimize(objective, n_trials=left, timeout=_timeout(deadline),
                    callbacks=[optuna.study.MaxTrialsCallback(params.tune.trials, states=_DONE),
-                              lambda _s, trial: tracker.trial(modality, trial)])
+                              lambda _s, trial: tracker.trial(modality, trial),
+                              lambda _s, _t: _INTERRUPT.check()])
 
 
 def _pruning(trial: optuna.Trial, offset: int = 0) -> Callable[[int, float], None]:
     def report(epoch: int, value: float) -> None:
+        _INTERRUPT.check()
         trial.report(value, offset + epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(f"epoch {epoch}: validation target MAP {value:.4f}")
